@@ -1,0 +1,5 @@
+import sys
+
+from ahn.cli import main
+
+sys.exit(main())

@@ -1,0 +1,70 @@
+"""`AHNConfig`: one definition of an AHN setup, shared by the API, the CLI and the json."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+MEMORY_TYPES = ("gated_deltanet", "deltanet", "mamba2")
+MODES = ("full", "sliding", "ahn")
+
+
+@dataclass
+class AHNConfig:
+    """How a base model is augmented.
+
+    Args:
+        memory: the recurrent rule compressing evicted tokens, one of `MEMORY_TYPES`.
+        window: recent tokens kept losslessly (the current token included), sinks excluded.
+        sinks: first tokens of the sequence kept losslessly for ever (attention sinks).
+        layers: indices of the decoder layers that get window + memory; the others keep full
+            attention. `None` means every layer.
+        prefill_chunk: prompt tokens processed per forward call when a cache is in use, so that
+            prefill memory is bounded by `sinks + window + prefill_chunk`.
+    """
+
+    memory: str = "gated_deltanet"
+    window: int = 32640
+    sinks: int = 128
+    layers: list[int] | None = None
+    prefill_chunk: int = 4096
+    norm_eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        if self.memory not in MEMORY_TYPES:
+            raise ValueError(f"memory={self.memory!r} is not supported; use one of {MEMORY_TYPES}")
+        _check_int("window", self.window, minimum=1)
+        _check_int("sinks", self.sinks, minimum=0)
+        _check_int("prefill_chunk", self.prefill_chunk, minimum=1)
+        if self.layers is not None:
+            self.layers = list(self.layers)
+            for index in self.layers:
+                _check_int("layers[...]", index, minimum=0)
+            if len(set(self.layers)) != len(self.layers):
+                raise ValueError(f"layers={self.layers} has repeated indices")
+            self.layers = sorted(self.layers)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> AHNConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown AHNConfig fields {unknown}; valid fields: {sorted(known)}")
+        return cls(**data)
+
+    def to_json_file(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def from_json_file(cls, path: str | Path) -> AHNConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}={value!r} must be an integer >= {minimum}")
