@@ -1,0 +1,44 @@
+"""Chunkwise-parallel delta rule: the gated kernel with no decay."""
+
+from __future__ import annotations
+
+import torch
+
+from ahn.ops.gated_delta_rule.fused_recurrent import recurrent_gated_delta_rule
+from ahn.ops.utils import check_delta_inputs, fast_path
+
+
+def chunk_delta_rule(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    beta: torch.Tensor,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    use_qk_l2norm_in_kernel: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Delta rule over a whole sequence (fla's `chunk_delta_rule`).
+
+    `S_t = S_{t-1} + beta_t k_t (v_t - S_{t-1}^T k_t)^T`, `o_t = scale * S_t^T q_t`.
+
+    Args:
+        q, k: `[B, T, H, K]`.  v: `[B, T, H, V]`.  beta: `[B, T, H]`.
+        scale: default `K ** -0.5`.  initial_state: `[B, H, K, V]` float32 (receives gradients).
+        output_final_state, use_qk_l2norm_in_kernel: as in fla.
+
+    Returns:
+        o `[B, T, H, V]` in the dtype of v, and the final state `[B, H, K, V]` float32 or None.
+    """
+    fla = fast_path("fla.ops.delta_rule", "chunk_delta_rule", q, k, v)
+    if fla is not None:
+        return fla(
+            q=q, k=k, v=v, beta=beta, scale=scale, initial_state=initial_state,
+            output_final_state=output_final_state,
+            use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel,
+        )  # fmt: skip
+    check_delta_inputs(q, k, v, None, beta, initial_state)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    return recurrent_gated_delta_rule(
+        q, k, v, None, beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel
+    )

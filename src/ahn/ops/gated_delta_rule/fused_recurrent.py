@@ -1,0 +1,89 @@
+"""Token-by-token gated delta rule: the decode path (cheap at T = 1, no chunk padding)."""
+
+from __future__ import annotations
+
+import torch
+
+from ahn.ops.utils import check_delta_inputs, fast_path, l2norm
+
+
+def recurrent_gated_delta_rule(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor | None,
+    beta: torch.Tensor,
+    scale: float,
+    initial_state: torch.Tensor | None,
+    output_final_state: bool,
+    use_qk_l2norm_in_kernel: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Validated inputs in, `(o, final_state)` out; `g=None` means no decay (the delta rule).
+
+    Runs in fp32 with batched matmuls over `B * H`; differentiable by autograd.
+    """
+    B, T, H, K = q.shape
+    V, dtype = v.shape[-1], v.dtype
+    q, k, v, beta = (x.float().transpose(1, 2) for x in (q, k, v, beta))  # [B, H, T, ...]
+    if use_qk_l2norm_in_kernel:
+        q, k = l2norm(q), l2norm(k)
+    q, k, v = (x.reshape(B * H, T, -1) for x in (q, k, v))
+    beta = beta.reshape(B * H, T, 1, 1)
+    decay = None if g is None else g.float().transpose(1, 2).exp().reshape(B * H, T, 1, 1)
+    S = q.new_zeros(B * H, K, V) if initial_state is None else initial_state.reshape(B * H, K, V)
+    o = []
+    for t in range(T):
+        k_t = k[:, t, None]  # [BH, 1, K]
+        if decay is not None:
+            S = S * decay[:, t]
+        v_new = beta[:, t] * (v[:, t, None] - k_t @ S)  # [BH, 1, V]
+        S = S + k_t.transpose(1, 2) @ v_new
+        o.append(q[:, t, None] @ S)
+    o = (scale * torch.cat(o, dim=1)).reshape(B, H, T, V).transpose(1, 2).to(dtype)
+    return o, (S.reshape(B, H, K, V) if output_final_state else None)
+
+
+def fused_recurrent_gated_delta_rule(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    beta: torch.Tensor | None = None,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    use_qk_l2norm_in_kernel: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Gated delta rule token by token (fla's `fused_recurrent_gated_delta_rule`).
+
+    Per head, with state S `[K, V]`:
+        S_t = exp(g_t) S_{t-1} + beta_t k_t (v_t - exp(g_t) S_{t-1}^T k_t)^T
+        o_t = scale * S_t^T q_t
+
+    Args:
+        q, k: `[B, T, H, K]`.
+        v: `[B, T, H, V]`.
+        g: `[B, T, H]` log-decay (<= 0).
+        beta: `[B, T, H]`, default ones.
+        scale: query scale, default `K ** -0.5`.
+        initial_state: `[B, H, K, V]` float32, default zeros.
+        output_final_state: also return the state after the last token.
+        use_qk_l2norm_in_kernel: L2-normalise q and k per head inside (gradients included).
+
+    Returns:
+        o `[B, T, H, V]` in the dtype of v, and the final state `[B, H, K, V]` float32 or None.
+        On CUDA with `fla` installed, fla's kernel computes it.
+    """
+    fla = fast_path("fla.ops.gated_delta_rule", "fused_recurrent_gated_delta_rule", q, k, v)
+    if fla is not None:
+        return fla(
+            q=q, k=k, v=v, g=g, beta=beta, scale=scale, initial_state=initial_state,
+            output_final_state=output_final_state,
+            use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel,
+        )  # fmt: skip
+    beta = torch.ones_like(q[..., 0]) if beta is None else beta
+    check_delta_inputs(q, k, v, g, beta, initial_state)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    return recurrent_gated_delta_rule(
+        q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel
+    )

@@ -1,0 +1,82 @@
+"""Shared helpers of the memory kernels: input validation, dtype handling, fast-path lookup."""
+
+from __future__ import annotations
+
+import importlib
+
+import torch
+
+FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def l2norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """L2-normalise the last dimension as fla does: `x / sqrt(sum(x^2) + eps)`."""
+    return x * torch.rsqrt(x.pow(2).sum(-1, keepdim=True) + eps)
+
+
+def check_tensor(name: str, x: torch.Tensor, shape: tuple[int | None, ...]) -> None:
+    """Raise `ValueError` unless `x` is a floating tensor of rank `len(shape)` matching `shape`.
+
+    Entries of `shape` that are `None` are not checked.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"{name} has dtype {x.dtype}; valid: float32, bfloat16, float16")
+    want = tuple("*" if s is None else s for s in shape)
+    if x.dim() != len(shape) or any(
+        s is not None and s != d for s, d in zip(shape, x.shape, strict=True)
+    ):
+        raise ValueError(f"{name} has shape {tuple(x.shape)}; expected {want}")
+
+
+def check_state(name: str, state: torch.Tensor | None, shape: tuple[int, ...]) -> None:
+    """Raise `ValueError` unless `state` is None or a float32 tensor of exactly `shape`."""
+    if state is None:
+        return
+    check_tensor(name, state, shape)
+    if state.dtype != torch.float32:
+        raise ValueError(f"{name} must be float32 (states are kept in fp32), got {state.dtype}")
+
+
+def check_chunk_size(chunk_size: int) -> None:
+    """Raise `ValueError` unless `chunk_size` is a positive int."""
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+
+
+def check_delta_inputs(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor | None,
+    beta: torch.Tensor | None,
+    initial_state: torch.Tensor | None,
+) -> None:
+    """Validate the inputs of a (gated) delta rule.
+
+    Shapes: q, k `[B, T, H, K]`, v `[B, T, H, V]`, g and beta `[B, T, H]`,
+    initial_state `[B, H, K, V]` float32.
+    """
+    check_tensor("q", q, (None, None, None, None))
+    B, T, H, K = q.shape
+    check_tensor("k", k, (B, T, H, K))
+    check_tensor("v", v, (B, T, H, None))
+    if g is not None:
+        check_tensor("g", g, (B, T, H))
+    if beta is not None:
+        check_tensor("beta", beta, (B, T, H))
+    check_state("initial_state", initial_state, (B, H, K, v.shape[-1]))
+
+
+def fast_path(module: str, name: str, *tensors: torch.Tensor | None):
+    """The function `module.name` when every given tensor is on CUDA and the module imports.
+
+    Returns None on CPU (never dispatched there) or when the optional package is missing.
+    """
+    if not all(t is None or t.is_cuda for t in tensors):
+        return None
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ImportError:
+        return None
