@@ -1,6 +1,22 @@
 """Artificial Hippocampus Networks: constant-size long-term memory for transformers causal LMs."""
 
+from ahn.checkpoint import load, save
 from ahn.config import MEMORY_TYPES, MODES, AHNConfig
+from ahn.integration.augment import augment, mode, set_mode, trainable_parameters, window
+from ahn.integration.cache import AHNCache, cache_bytes
 
-__all__ = ["AHNConfig", "MEMORY_TYPES", "MODES"]
+__all__ = [
+    "AHNCache",
+    "AHNConfig",
+    "MEMORY_TYPES",
+    "MODES",
+    "augment",
+    "cache_bytes",
+    "load",
+    "mode",
+    "save",
+    "set_mode",
+    "trainable_parameters",
+    "window",
+]
 __version__ = "0.1.0"

@@ -1,0 +1,173 @@
+"""`save` / `load`: AHN weights only (safetensors) + the AHNConfig json, like a PEFT adapter but
+with our own file names; `load` also reads official ByteDance AHN checkpoint directories."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ahn.config import AHNConfig
+from ahn.integration.augment import augment, runtime_of, trainable_parameters
+
+WEIGHTS_NAME = "ahn_model.safetensors"
+CONFIG_NAME = "ahn_config.json"
+FORMAT_VERSION = 1
+
+OFFICIAL_MEMORY = {"GatedDeltaNet": "gated_deltanet", "DeltaNet": "deltanet", "Mamba2": "mamba2"}
+# Official options that change inference and that we do not implement: (key, supported value).
+OFFICIAL_UNSUPPORTED = (("use_q_proj", False), ("use_ahn_router", False))
+
+
+def save(model: nn.Module, path: str | os.PathLike) -> Path:
+    """Write the AHN weights and config of an augmented model to directory `path`, atomically
+    (a temporary directory renamed into place). Returns the path."""
+    rt = runtime_of(model)
+    path = Path(path)
+    tensors = {n: p.detach().to("cpu").contiguous() for n, p in trainable_parameters(model)}
+    config = {"format": "ahn", "version": FORMAT_VERSION, "config": rt.config.to_dict()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        _replace_dir(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    if dst.exists():
+        if not dst.is_dir():
+            raise ValueError(f"{dst} exists and is not a directory")
+        old = dst.with_name(f".{dst.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dst, old)
+        os.replace(src, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(src, dst)
+
+
+def load(base_model: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Augment `base_model` with the AHN stored at `path` and load its weights.
+
+    `path` is a directory written by `save`, an official ByteDance AHN checkpoint (AHN-only
+    `model.safetensors` + a `config.json` carrying `_ahn_implementation`), or a merged base+AHN
+    checkpoint directory in the official layout (only its AHN tensors are read).
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"AHN checkpoint directory {path} does not exist")
+    if (path / CONFIG_NAME).exists():
+        config, tensors = _read_ours(path)
+    elif (path / "config.json").exists():
+        config, tensors = _read_official(path)
+    else:
+        raise FileNotFoundError(
+            f"{path} holds neither {CONFIG_NAME} (ahn.save) nor config.json (official AHN)"
+        )
+    if getattr(base_model, "_ahn_runtime", None) is None:
+        augment(base_model, config)
+    _load_tensors(base_model, tensors, path)
+    return base_model
+
+
+def _read_ours(path: Path) -> tuple[AHNConfig, dict[str, torch.Tensor]]:
+    data = json.loads((path / CONFIG_NAME).read_text())
+    if data.get("format") != "ahn" or "config" not in data:
+        raise ValueError(f"{path / CONFIG_NAME} is not an ahn config (missing format/config)")
+    return AHNConfig.from_dict(data["config"]), _read_safetensors(path / WEIGHTS_NAME)
+
+
+def official_config(hf_config: dict, source: str = "config.json") -> AHNConfig:
+    """AHNConfig of an official ByteDance AHN `config.json`."""
+    impl = hf_config.get("_ahn_implementation")
+    if impl not in OFFICIAL_MEMORY:
+        raise ValueError(
+            f"{source}: _ahn_implementation={impl!r}; supported: {sorted(OFFICIAL_MEMORY)}"
+        )
+    for key, supported in OFFICIAL_UNSUPPORTED:
+        if hf_config.get(key, supported) != supported:
+            raise ValueError(
+                f"{source}: {key}={hf_config[key]!r} is not supported (only {supported})"
+            )
+    window = hf_config.get("sliding_window")
+    if not isinstance(window, int) or window <= 0:
+        raise ValueError(f"{source}: sliding_window={window!r} must be a positive integer")
+    num_layers = hf_config.get("num_hidden_layers")
+    full = _parse_layer_ids(hf_config.get("fa_layer_ids", ""), source)
+    layers = None if not full else [i for i in range(num_layers) if i not in full]
+    return AHNConfig(
+        memory=OFFICIAL_MEMORY[impl],
+        window=window,
+        sinks=int(hf_config.get("num_attn_sinks", 0) or 0),
+        layers=layers,
+    )
+
+
+def _parse_layer_ids(value, source: str) -> set[int]:
+    if isinstance(value, str):
+        try:
+            return {int(v) for v in value.split(",") if v.strip()}
+        except ValueError:
+            raise ValueError(
+                f"{source}: fa_layer_ids={value!r} is not a comma-separated list"
+            ) from None
+    return {int(v) for v in (value or [])}
+
+
+def _read_official(path: Path) -> tuple[AHNConfig, dict[str, torch.Tensor]]:
+    config = official_config(
+        json.loads((path / "config.json").read_text()), str(path / "config.json")
+    )
+    index = path / "model.safetensors.index.json"
+    if index.exists():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    elif (path / "model.safetensors").exists():
+        files = ["model.safetensors"]
+    else:
+        raise FileNotFoundError(f"{path} has config.json but no model.safetensors")
+    tensors = {}
+    for name in files:
+        shard = _read_safetensors(path / name)
+        tensors.update({k: v for k, v in shard.items() if ".ahn." in k})
+    return config, tensors
+
+
+def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
+    if not file.exists():
+        raise FileNotFoundError(f"missing weights file {file}")
+    try:
+        return load_file(str(file))
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"cannot read {file} (truncated or not safetensors): {err}") from None
+
+
+def _load_tensors(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    params = dict(trainable_parameters(model))
+    missing = sorted(set(params) - set(tensors))
+    unexpected = sorted(set(tensors) - set(params))
+    if missing or unexpected:
+        raise ValueError(
+            f"AHN weights in {path} do not match the model: missing {missing[:5]}"
+            f"{' ...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+            f"{' ...' if len(unexpected) > 5 else ''}"
+        )
+    for name, param in params.items():
+        if tuple(tensors[name].shape) != tuple(param.shape):
+            raise ValueError(
+                f"{name}: shape {tuple(tensors[name].shape)} in the checkpoint, "
+                f"{tuple(param.shape)} in the model"
+            )
+    with torch.no_grad():
+        for name, param in params.items():
+            param.copy_(tensors[name].to(param.dtype))

@@ -1,0 +1,1 @@
+"""transformers integration: hooks, the "ahn" attention function and the bounded cache."""

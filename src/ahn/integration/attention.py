@@ -1,0 +1,147 @@
+"""The attention function registered as "ahn": sinks + sliding window (+ memory) per SPEC §2.
+
+It receives the layer's query/key/value after RoPE from the unmodified attention module; the
+layer input `x` (for the memory gates), the cache and the padding come from `LayerContext`,
+filled by a forward pre-hook on the attention module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ahn.integration.cache import AHNLayer, LosslessView
+
+# Queries processed per block in the parallel path: each block sees sinks + window + block.
+QUERY_BLOCK = 512
+
+
+@dataclass
+class LayerContext:
+    """Per-call inputs of one attention layer that the attention function cannot see itself."""
+
+    x: torch.Tensor  # [B, T, hidden] the normalised layer input
+    cache_layer: object | None  # AHNLayer, a transformers cache layer, or None
+    pad: torch.Tensor  # [B] long: left-padding slots of each row
+    window: int
+    sinks: int
+    memory: object | None  # the layer's MemoryModule when the memory is on, else None
+    windowed: bool  # False for layers kept at full attention
+
+
+def ahn_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """`AttentionInterface` entry: query [B, H, T, D], key/value [B, Hkv, T', D].
+
+    Returns `(out [B, T, H, D], None)`.
+    """
+    ctx: LayerContext = module._ahn_context
+    module._ahn_context = None
+    scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
+    if not ctx.windowed:
+        return full_attention(query, key, value, ctx.pad, scaling), None
+    return windowed_step(query, key, value, ctx, scaling), None
+
+
+def full_attention(q, k, v, pad, scaling):
+    """Causal attention over every stored slot (layers kept at full attention)."""
+    T, L = q.shape[-2], k.shape[-2]
+    q_slot = torch.arange(L - T, L, device=q.device)
+    k_slot = torch.arange(L, device=q.device)
+    ok = (k_slot[None, None, :] <= q_slot[None, :, None]) & (k_slot >= pad[:, None])[:, None, :]
+    ok = _let_padding_attend_itself(ok, q_slot, k_slot, pad)
+    out = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=ok[:, None], scale=scaling, enable_gqa=True
+    )
+    return out.transpose(1, 2)
+
+
+def windowed_step(q, k_new, v_new, ctx: LayerContext, scaling):
+    """One call of a windowed layer over the new chunk: the same code serves the parallel path
+    (a transient cache layer) and chunked prefill / decode (the stored one).
+
+    q: [B, H, C, D]; k_new, v_new: [B, Hkv, C, D]. Returns [B, C, H, D].
+    """
+    layer = (
+        ctx.cache_layer
+        if isinstance(ctx.cache_layer, AHNLayer)
+        else AHNLayer(ctx.window, ctx.sinks)
+    )
+    gates_new = None if ctx.memory is None else ctx.memory.token_gates(ctx.x)  # [B, C, H, G]
+    view = layer.view(k_new, v_new, gates_new, ctx.pad)
+    out = lossless_attention(q, view, ctx, scaling)  # [B, C, H, D]
+    state = layer.state
+    if ctx.memory is not None:
+        mem, state = memory_read(q, view, ctx, layer.state)
+        if mem is not None:
+            out = torch.cat(
+                [out[:, : out.shape[1] - mem.shape[1]], out[:, -mem.shape[1] :] + mem], 1
+            )
+    if isinstance(ctx.cache_layer, AHNLayer):
+        layer.commit(view, q.shape[-2], state)
+    return out
+
+
+def lossless_attention(q, view: LosslessView, ctx: LayerContext, scaling):
+    """Softmax attention of each query over its sinks and its window, in query blocks."""
+    C = q.shape[-2]
+    block = max(QUERY_BLOCK, ctx.window)
+    outs = []
+    for a in range(0, C, block):
+        b = min(C, a + block)
+        # Keys of slots (seen + a - window, seen + b) cover every window of this block.
+        lo = max(0, view.seen + a - ctx.window + 1 - view.start)
+        hi = view.seen + b - view.start
+        k_slot = torch.arange(view.start + lo, view.start + hi, device=q.device)
+        q_slot = torch.arange(view.seen + a, view.seen + b, device=q.device)
+        ok = _block_mask(q_slot, k_slot, view, ctx)  # [B, b - a, S + hi - lo]
+        k = torch.cat([view.sink_k, view.k_loc[..., lo:hi, :]], dim=-2)
+        v = torch.cat([view.sink_v, view.v_loc[..., lo:hi, :]], dim=-2)
+        outs.append(
+            F.scaled_dot_product_attention(
+                q[..., a:b, :], k, v, attn_mask=ok[:, None], scale=scaling, enable_gqa=True
+            )
+        )
+    return torch.cat(outs, dim=-2).transpose(1, 2)
+
+
+def _block_mask(q_slot, k_slot, view: LosslessView, ctx: LayerContext):
+    """[B, Tq, S + Tk] bool: sinks seen so far (causally), then regular tokens in the window."""
+    pad = ctx.pad
+    sink_slot = pad[:, None] + torch.arange(ctx.sinks, device=pad.device)  # [B, S]
+    sink_ok = view.sink_ok[:, None, :] & (sink_slot[:, None, :] <= q_slot[None, :, None])
+    logical = k_slot[None, :] - pad[:, None]  # [B, Tk]
+    in_window = (k_slot[None, :] <= q_slot[:, None]) & (
+        k_slot[None, :] > q_slot[:, None] - ctx.window
+    )
+    local_ok = in_window[None] & (logical >= ctx.sinks)[:, None, :]
+    local_ok = _let_padding_attend_itself(local_ok, q_slot, k_slot, pad)
+    return torch.cat([sink_ok, local_ok], dim=-1)
+
+
+def _let_padding_attend_itself(ok, q_slot, k_slot, pad):
+    """A padding query attends to itself only, so no softmax row is empty (no NaN)."""
+    q_is_pad = (q_slot[None, :] < pad[:, None])[:, :, None]  # [B, Tq, 1]
+    return ok | (q_is_pad & (k_slot[None, None, :] == q_slot[None, :, None]))
+
+
+def memory_read(q, view: LosslessView, ctx: LayerContext, state):
+    """Absorb the tokens leaving the window during this chunk and read the memory.
+
+    Token at slot u leaves the window when query slot u + W arrives: the evicted slots pair
+    one-to-one with the last `n` queries of the chunk. Returns (out [B, n, H, D] or None, state).
+    """
+    C = q.shape[-2]
+    n = max(0, view.k_loc.shape[-2] - ctx.window)  # <= C since at most W slots were stored
+    if n == 0:
+        return None, state
+    H = q.shape[1]
+    groups = H // view.k_loc.shape[1]
+    k = view.k_loc[..., :n, :].repeat_interleave(groups, dim=1).transpose(1, 2)  # [B, n, H, D]
+    v = view.v_loc[..., :n, :].repeat_interleave(groups, dim=1).transpose(1, 2)
+    slots = torch.arange(view.start, view.start + n, device=q.device)
+    absorb = (slots[None, :] - ctx.pad[:, None]) >= ctx.sinks  # [B, n]: not padding, not a sink
+    gates = view.gates_loc[:, :n] * absorb[:, :, None, None]
+    r, state = ctx.memory.recur(q[..., C - n :, :].transpose(1, 2), k, v, gates, state)
+    return ctx.memory.readout(r, ctx.x[:, C - n :]), state

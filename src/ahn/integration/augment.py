@@ -1,0 +1,316 @@
+"""`augment`, `mode`, `window`: AHN on an unmodified transformers causal LM.
+
+Integration points, all scoped to the augmented model object:
+- the attention function "ahn" in transformers' `AttentionInterface`, selected by the model's
+  `config._attn_implementation` in the "sliding" and "ahn" modes (the original one in "full");
+- a forward pre-hook on the decoder stack: puts an `AHNCache` in place and reads the padding;
+- a forward pre-hook on each attention module: hands the layer input, cache layer and memory
+  module to the attention function;
+- `model.forward` wrapped (instance attribute) to prefill long prompts in chunks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from transformers import AttentionInterface
+from transformers.cache_utils import Cache
+
+from ahn.config import MODES, AHNConfig
+from ahn.integration.attention import LayerContext, ahn_attention
+from ahn.integration.cache import AHNCache
+from ahn.memory import AHN, MEMORY_REGISTRY
+
+ATTENTION_NAME = "ahn"
+CACHE_KWARGS = ("cache", "past_key_values")
+
+
+@dataclass
+class Runtime:
+    """What an augmented model carries besides its parameters (`model._ahn_runtime`)."""
+
+    config: AHNConfig
+    base_attention: str
+    decoder: nn.Module
+    windowed: set[int]
+    mode: str = "ahn"
+    window: int = 0
+    sinks: int = 0
+    pad: torch.Tensor | None = None  # [B] of the forward call in progress
+    handles: list = field(default_factory=list)
+
+    def new_cache(self) -> AHNCache:
+        return AHNCache(len(self.decoder.layers), self.windowed, self.window, self.sinks)
+
+
+def augment(model: nn.Module, config: AHNConfig) -> nn.Module:
+    """Add AHN memory modules to `model` in place and freeze every base parameter.
+
+    Args:
+        model: a transformers causal LM (Qwen2/Qwen2.5, Qwen3, Llama, Mistral, or any model
+            whose decoder layers have `self_attn` dispatching through `AttentionInterface`).
+        config: the `AHNConfig`.
+    Returns:
+        The same model object, in "ahn" mode. Its AHN output projections are zero, so it
+        computes exactly sinks + sliding-window attention until trained.
+    """
+    if getattr(model, "_ahn_runtime", None) is not None:
+        raise ValueError("model is already augmented; load weights with ahn.load or reuse it")
+    decoder, dims = _inspect(model)
+    windowed = set(range(len(decoder.layers))) if config.layers is None else set(config.layers)
+    bad = sorted(i for i in windowed if i >= len(decoder.layers))
+    if bad:
+        raise ValueError(f"layers={bad} out of range: the model has {len(decoder.layers)} layers")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for i in sorted(windowed):
+        layer = decoder.layers[i]
+        ref = layer.self_attn.q_proj.weight
+        fn = MEMORY_REGISTRY[config.memory](
+            *dims, norm_eps=config.norm_eps, device=ref.device, dtype=ref.dtype
+        )
+        layer.ahn = AHN(fn)
+    AttentionInterface.register(ATTENTION_NAME, ahn_attention)
+    rt = Runtime(
+        config,
+        model.config._attn_implementation or "eager",
+        decoder,
+        windowed,
+        window=config.window,
+        sinks=config.sinks,
+    )
+    model._ahn_runtime = rt
+    rt.handles.append(decoder.register_forward_pre_hook(_decoder_pre_hook, with_kwargs=True))
+    rt.handles.append(decoder.register_forward_hook(_decoder_post_hook))
+    for i, layer in enumerate(decoder.layers):
+        attn = layer.self_attn
+        attn._ahn_runtime, attn._ahn_index, attn._ahn_context = rt, i, None
+        rt.handles.append(attn.register_forward_pre_hook(_attention_pre_hook, with_kwargs=True))
+    decoder._ahn_runtime = rt
+    model.forward = _chunked_prefill(model, model.forward)
+    set_mode(model, "ahn")
+    return model
+
+
+def _inspect(model: nn.Module) -> tuple[nn.Module, tuple[int, int, int]]:
+    """The decoder stack and (hidden, heads, head_dim); a clear error when unsupported."""
+    name = type(model).__name__
+    decoder = getattr(model, "model", None)
+    layers = getattr(decoder, "layers", None)
+    if not isinstance(layers, nn.ModuleList) or len(layers) == 0:
+        raise ValueError(
+            f"{name} is not supported: expected a decoder stack at `model.model.layers`"
+        )
+    attn = getattr(layers[0], "self_attn", None)
+    missing = [
+        a for a in ("q_proj", "k_proj", "v_proj", "o_proj", "layer_idx") if not hasattr(attn, a)
+    ]
+    if attn is None or missing:
+        raise ValueError(
+            f"{name} is not supported: its decoder layers lack self_attn {missing or ''}"
+        )
+    cfg = model.config
+    for attr in ("hidden_size", "num_attention_heads", "num_key_value_heads"):
+        if getattr(cfg, attr, None) is None:
+            raise ValueError(f"{name} is not supported: its config has no `{attr}`")
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    return decoder, (cfg.hidden_size, cfg.num_attention_heads, head_dim)
+
+
+def runtime_of(model: nn.Module) -> Runtime:
+    rt = getattr(model, "_ahn_runtime", None)
+    if rt is None:
+        raise ValueError(
+            f"{type(model).__name__} is not augmented: call ahn.augment(model, config)"
+        )
+    return rt
+
+
+def set_mode(model: nn.Module, name: str) -> None:
+    """Switch to "full" (the base model), "sliding" (sinks + window) or "ahn"."""
+    if name not in MODES:
+        raise ValueError(f"mode {name!r} is not one of {MODES}")
+    rt = runtime_of(model)
+    rt.mode = name
+    model.config._attn_implementation = rt.base_attention if name == "full" else ATTENTION_NAME
+
+
+@contextlib.contextmanager
+def mode(model: nn.Module, name: str):
+    """Context manager: run `model` in mode `name`, restoring the previous mode on exit."""
+    previous = runtime_of(model).mode
+    set_mode(model, name)
+    try:
+        yield model
+    finally:
+        set_mode(model, previous)
+
+
+@contextlib.contextmanager
+def window(model: nn.Module, window: int | None = None, sinks: int | None = None):
+    """Context manager: temporarily use other lossless sizes (training draws them per step)."""
+    rt = runtime_of(model)
+    checked = AHNConfig(
+        memory=rt.config.memory,
+        window=rt.window if window is None else window,
+        sinks=rt.sinks if sinks is None else sinks,
+    )
+    previous = rt.window, rt.sinks
+    rt.window, rt.sinks = checked.window, checked.sinks
+    try:
+        yield model
+    finally:
+        rt.window, rt.sinks = previous
+
+
+def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """(name, parameter) of the AHN modules only."""
+    runtime_of(model)
+    return [(n, p) for n, p in model.named_parameters() if ".ahn.fn." in f".{n}"]
+
+
+def _cache_key(kwargs: dict) -> str:
+    return next((k for k in CACHE_KWARGS if kwargs.get(k) is not None), CACHE_KWARGS[0])
+
+
+def left_padding(attention_mask: torch.Tensor | None, batch: int, device) -> torch.Tensor:
+    """[B] number of leading zeros of a 2D 0/1 mask; only left padding is supported."""
+    if attention_mask is None:
+        return torch.zeros(batch, dtype=torch.long, device=device)
+    if attention_mask.dim() != 2:
+        raise ValueError(
+            f"attention_mask of shape {tuple(attention_mask.shape)}: "
+            "AHN modes take a 2D [B, T] padding mask"
+        )
+    mask = attention_mask.long()
+    if bool(((mask != 0) & (mask != 1)).any()) or bool((mask[:, 1:] < mask[:, :-1]).any()):
+        raise ValueError("attention_mask must be 0/1 with zeros only on the left (left padding)")
+    return (mask == 0).sum(-1)
+
+
+def _batch_size(args, kwargs) -> tuple[int, torch.device]:
+    x = kwargs.get("input_ids", args[0] if args else None)
+    if x is None:
+        x = kwargs["inputs_embeds"]
+    return x.shape[0], x.device
+
+
+def _decoder_pre_hook(decoder, args, kwargs):
+    rt: Runtime = decoder._ahn_runtime
+    if rt.mode == "full":
+        return None
+    key = _cache_key(kwargs)
+    cache = kwargs.get(key)
+    use_cache = kwargs.get("use_cache")
+    if use_cache is None:
+        use_cache = bool(getattr(decoder.config, "use_cache", True)) and not decoder.training
+    if cache is not None and not isinstance(cache, AHNCache):
+        if cache.get_seq_length() > 0:
+            raise ValueError(
+                f"mode {rt.mode!r} needs an AHNCache, got a non-empty {type(cache).__name__}"
+            )
+        cache, use_cache = None, True
+    if cache is None and use_cache:
+        cache = rt.new_cache()
+    kwargs[key] = cache
+    B, device = _batch_size(args, kwargs)
+    mask = kwargs.get("attention_mask")
+    pad = left_padding(mask, B, device)
+    if isinstance(cache, AHNCache):
+        if cache.pad is None:
+            cache.pad = pad
+        elif mask is not None and not torch.equal(cache.pad.clamp(max=mask.shape[-1]), pad):
+            raise ValueError(
+                "attention_mask disagrees with the left padding the cache started with"
+            )
+        pad = cache.pad
+    rt.pad = pad
+    return args, kwargs
+
+
+def _decoder_post_hook(decoder, args, output):
+    decoder._ahn_runtime.pad = None
+
+
+def _attention_pre_hook(attn, args, kwargs):
+    rt: Runtime = attn._ahn_runtime
+    if rt.mode == "full":
+        return None
+    x = kwargs.get("hidden_states", args[0] if args else None)
+    cache = next((kwargs[k] for k in CACHE_KWARGS if kwargs.get(k) is not None), None)
+    index = attn._ahn_index
+    windowed = index in rt.windowed
+    pad = (
+        rt.pad if rt.pad is not None else torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+    )
+    memory = rt.decoder.layers[index].ahn.fn if windowed and rt.mode == "ahn" else None
+    cache_layer = (
+        cache.layers[index] if isinstance(cache, Cache) and index < len(cache.layers) else None
+    )
+    attn._ahn_context = LayerContext(x, cache_layer, pad, rt.window, rt.sinks, memory, windowed)
+    return None
+
+
+def _chunked_prefill(model: nn.Module, forward):
+    """Wrap `forward` so that with a cache, prompts longer than `prefill_chunk` run in chunks:
+    peak memory is bounded by sinks + window + chunk, whatever the prompt length."""
+
+    @functools.wraps(forward)
+    def wrapper(*args, **kwargs):
+        rt: Runtime = model._ahn_runtime
+        input_ids = kwargs.pop("input_ids", args[0] if args else None)
+        args = args[1:]
+        x = input_ids if input_ids is not None else kwargs.get("inputs_embeds")
+        chunk = rt.config.prefill_chunk
+        use_cache = kwargs.get("use_cache")
+        if use_cache is None:
+            use_cache = bool(getattr(model.config, "use_cache", True)) and not model.training
+        if (
+            rt.mode == "full"
+            or x is None
+            or x.shape[1] <= chunk
+            or args
+            or kwargs.get("labels") is not None
+            or not use_cache
+        ):
+            return forward(input_ids, *args, **kwargs)
+        return _prefill_in_chunks(rt, forward, input_ids, kwargs, chunk)
+
+    return wrapper
+
+
+def _prefill_in_chunks(rt: Runtime, forward, input_ids, kwargs, chunk):
+    key = _cache_key(kwargs)
+    cache = kwargs.get(key)
+    if cache is None or (not isinstance(cache, AHNCache) and cache.get_seq_length() == 0):
+        cache = rt.new_cache()
+    embeds = kwargs.pop("inputs_embeds", None)
+    x = input_ids if input_ids is not None else embeds
+    mask, positions = kwargs.pop("attention_mask", None), kwargs.pop("position_ids", None)
+    if isinstance(cache, AHNCache) and cache.pad is None:
+        cache.pad = left_padding(mask, x.shape[0], x.device)
+    keep = kwargs.pop("logits_to_keep", 0)
+    T, past = x.shape[1], cache.get_seq_length()
+    last_len = T - (T - 1) // chunk * chunk
+    keep_all = not (isinstance(keep, int) and 0 < keep <= last_len)
+    logits, out = [], None
+    for a in range(0, T, chunk):
+        b = min(T, a + chunk)
+        step = dict(kwargs)
+        step[key] = cache
+        step["input_ids" if input_ids is not None else "inputs_embeds"] = x[:, a:b]
+        if mask is not None:
+            step["attention_mask"] = mask[:, : past + b]
+        if positions is not None:
+            step["position_ids"] = positions[..., a:b]
+        step["logits_to_keep"] = 0 if keep_all else (keep if b == T else 1)
+        out = forward(**step)
+        logits.append(out.logits if keep_all or b == T else out.logits[:, :0])
+    out.logits = torch.cat(logits, dim=1)
+    if keep_all and isinstance(keep, int) and keep > 0:
+        out.logits = out.logits[:, -keep:]
+    return out

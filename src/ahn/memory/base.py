@@ -1,0 +1,77 @@
+"""Pieces shared by the memory modules: the per-head output projection and initialisers."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class GroupLinear(nn.Module):
+    """Block-diagonal linear map, one `[D, D]` block per head: `out_h = in_h @ weight[h]`.
+
+    Zero-initialised so that a freshly added memory contributes exactly nothing.
+    """
+
+    def __init__(self, num_heads: int, head_dim: int, device=None, dtype=None) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(
+            torch.zeros(num_heads, head_dim, head_dim, device=device, dtype=dtype)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [B, T, H, D] -> [B, T, H, D]
+        return torch.einsum("bthd,hde->bthe", x, self.weight.to(x.dtype))
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm over the last dimension, computed in float32."""
+    x32 = x.float()
+    x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+    return (x32 * weight.float()).to(x.dtype)
+
+
+def l2_normalize(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """`x / sqrt(sum(x^2) + eps)` over the last dimension, as fla's in-kernel normalisation."""
+    x32 = x.float()
+    return (x32 * torch.rsqrt(x32.pow(2).sum(-1, keepdim=True) + eps)).to(x.dtype)
+
+
+def init_A_log(num_heads: int, low: float, high: float, device=None) -> torch.Tensor:
+    """Mamba-style `A_log = log(A)`, `A ~ U(low, high)`."""
+    A = torch.empty(num_heads, dtype=torch.float32, device=device).uniform_(low, high)
+    return torch.log(A)
+
+
+def init_dt_bias(num_heads: int, device=None, dt_min=1e-3, dt_max=0.1, floor=1e-4) -> torch.Tensor:
+    """Mamba-style `dt_bias = softplus^-1(dt)`, `dt` log-uniform in `[dt_min, dt_max]`."""
+    u = torch.rand(num_heads, dtype=torch.float32, device=device)
+    dt = torch.exp(u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=floor)
+    return dt + torch.log(-torch.expm1(-dt))
+
+
+class MemoryModule(nn.Module):
+    """Interface of a memory rule: gates per token, a recurrence over evicted tokens, a readout.
+
+    Subclasses define `num_gates`, `token_gates`, `recur` and `readout`. Gates equal to zero
+    must leave the state unchanged: the integration zeroes them for tokens that must not be
+    absorbed (padding, attention sinks).
+    """
+
+    num_gates: int
+
+    def token_gates(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [B, T, hidden] -> gates [B, T, H, num_gates], float32."""
+        raise NotImplementedError
+
+    def recur(self, q, k, v, gates, initial_state):
+        """Absorb `k, v` ([B, T, H, D]) in order; read with `q` after each step.
+
+        Returns `(r [B, T, H, D], final_state [B, H, D, D] float32)`.
+        """
+        raise NotImplementedError
+
+    def readout(self, r: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """r: [B, T, H, D] read of the state, x: [B, T, hidden] -> [B, T, H, D]."""
+        raise NotImplementedError

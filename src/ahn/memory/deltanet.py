@@ -1,0 +1,51 @@
+"""DeltaNet memory (SPEC §2): the delta rule (GatedDeltaNet with g = 0) over evicted tokens."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ahn import ops
+from ahn.memory.base import GroupLinear, MemoryModule, rms_norm
+from ahn.memory.gated_deltanet import RECURRENT_MAX_T
+
+
+class DeltaNet(MemoryModule):
+    """Official names: `b_proj, g_proj` ([H, hidden]), `o_norm.weight` ([D]), `o_proj.weight`."""
+
+    num_gates = 1  # beta
+
+    def __init__(self, hidden_size, num_heads, head_dim, norm_eps=1e-5, device=None, dtype=None):
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        self.num_heads, self.head_dim, self.norm_eps = num_heads, head_dim, norm_eps
+        self.b_proj = nn.Linear(hidden_size, num_heads, bias=False, **factory)
+        self.g_proj = nn.Linear(hidden_size, num_heads, bias=False, **factory)
+        self.o_norm = nn.Module()
+        self.o_norm.weight = nn.Parameter(torch.ones(head_dim, **factory))
+        self.o_proj = GroupLinear(num_heads, head_dim, **factory)
+
+    def token_gates(self, x):
+        return self.b_proj(x).float().sigmoid().unsqueeze(-1)  # [B, T, H, 1]
+
+    def recur(self, q, k, v, gates, initial_state):
+        kernel = (
+            ops.fused_recurrent_delta_rule
+            if q.shape[1] <= RECURRENT_MAX_T
+            else ops.chunk_delta_rule
+        )
+        return kernel(
+            q=q,
+            k=k,
+            v=v,
+            beta=gates[..., 0].to(q.dtype),
+            initial_state=initial_state,
+            output_final_state=True,
+            use_qk_l2norm_in_kernel=True,
+        )
+
+    def readout(self, r, x):
+        gate = F.silu(self.g_proj(x).float()).unsqueeze(-1)  # [B, T, H, 1]
+        o = rms_norm(r, self.o_norm.weight, self.norm_eps).float() * gate
+        return self.o_proj(o.to(r.dtype))

@@ -1,0 +1,65 @@
+"""GatedDeltaNet memory (SPEC §2): gated delta rule over evicted tokens."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ahn import ops
+from ahn.memory.base import GroupLinear, MemoryModule, init_A_log, init_dt_bias, rms_norm
+
+# Below this many tokens the recurrent form is cheaper than the chunked one.
+RECURRENT_MAX_T = 64
+
+
+class GatedDeltaNet(MemoryModule):
+    """Parameters use the official checkpoint names: `b_proj, a_proj, g_proj` ([H, hidden]),
+    `A_log, D, dt_bias` ([H]), `o_norm.weight` ([D]), `o_proj.weight` ([H, D, D]).
+    `D` is kept for checkpoint compatibility; the official forward does not use it.
+    """
+
+    num_gates = 2  # beta, g
+
+    def __init__(self, hidden_size, num_heads, head_dim, norm_eps=1e-5, device=None, dtype=None):
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        self.num_heads, self.head_dim, self.norm_eps = num_heads, head_dim, norm_eps
+        self.b_proj = nn.Linear(hidden_size, num_heads, bias=False, **factory)
+        self.a_proj = nn.Linear(hidden_size, num_heads, bias=False, **factory)
+        self.g_proj = nn.Linear(hidden_size, num_heads, bias=False, **factory)
+        self.A_log = nn.Parameter(init_A_log(num_heads, 0.0, 16.0, device).to(dtype))
+        self.D = nn.Parameter(torch.ones(num_heads, **factory))
+        self.dt_bias = nn.Parameter(init_dt_bias(num_heads, device).to(dtype))
+        self.o_norm = nn.Module()
+        self.o_norm.weight = nn.Parameter(torch.ones(head_dim, **factory))
+        self.o_proj = GroupLinear(num_heads, head_dim, **factory)
+        for p in (self.A_log, self.D, self.dt_bias):
+            p._no_weight_decay = True
+
+    def token_gates(self, x):
+        beta = self.b_proj(x).float().sigmoid()  # [B, T, H]
+        g = -self.A_log.float().exp() * F.softplus(self.a_proj(x).float() + self.dt_bias.float())
+        return torch.stack([beta, g], dim=-1)  # [B, T, H, 2]
+
+    def recur(self, q, k, v, gates, initial_state):
+        kernel = (
+            ops.fused_recurrent_gated_delta_rule
+            if q.shape[1] <= RECURRENT_MAX_T
+            else ops.chunk_gated_delta_rule
+        )
+        return kernel(
+            q=q,
+            k=k,
+            v=v,
+            g=gates[..., 1],
+            beta=gates[..., 0].to(q.dtype),
+            initial_state=initial_state,
+            output_final_state=True,
+            use_qk_l2norm_in_kernel=True,
+        )
+
+    def readout(self, r, x):
+        gate = F.silu(self.g_proj(x).float()).unsqueeze(-1)  # [B, T, H, 1]
+        o = rms_norm(r, self.o_norm.weight, self.norm_eps).float() * gate
+        return self.o_proj(o.to(r.dtype))
