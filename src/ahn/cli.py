@@ -7,7 +7,9 @@ import importlib
 import sys
 
 # name -> (module, help). The module defines `add_arguments(parser)` and `run(args) -> int`.
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "flops": ("ahn.eval.flops", "FLOPs and cache bytes of full attention vs AHN from a config"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
