@@ -8,6 +8,7 @@ import sys
 
 # name -> (module, help). The module defines `add_arguments(parser)` and `run(args) -> int`.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "generate": ("ahn.generate", "stream an answer with constant-memory AHN generation"),
     "flops": ("ahn.eval.flops", "FLOPs and cache bytes of full attention vs AHN from a config"),
     "train": ("ahn.train.cli", "train an AHN for a base model by self-distillation"),
 }

@@ -75,3 +75,29 @@ def decode_logits(model, ids, split: int, chunk: int | None = None):
 @pytest.fixture
 def ids():
     return torch.randint(0, 97, (2, 45), generator=torch.Generator().manual_seed(42))
+
+
+def char_tokenizer():
+    """A character-level tokenizer built offline (no downloads)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    chars = "abcdefghijklmnopqrstuvwxyz0123456789 .,:?!\n"
+    vocab = {"<unk>": 0, "<eos>": 1, **{c: i + 2 for i, c in enumerate(chars)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    from tokenizers import decoders
+
+    tok.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<eos>")
+
+
+@pytest.fixture
+def saved_base(tmp_path):
+    """A tiny Qwen2 model + tokenizer saved with save_pretrained."""
+    model = make_model()
+    model.generation_config.eos_token_id = 1
+    path = tmp_path / "base"
+    model.save_pretrained(path)
+    char_tokenizer().save_pretrained(path)
+    return path

@@ -1,0 +1,104 @@
+"""ahn.save / ahn.load: round trip, official layouts, and clear errors."""
+
+import json
+
+import pytest
+import torch
+from conftest import make_ahn_model, make_model
+from safetensors.torch import save_file
+
+import ahn
+
+
+def ahn_tensors(model):
+    return {n: p.detach().clone() for n, p in ahn.trainable_parameters(model)}
+
+
+@pytest.mark.parametrize("memory", ahn.MEMORY_TYPES)
+def test_round_trip_tensor_by_tensor(memory, tmp_path, ids):
+    model = make_ahn_model(memory=memory, window=8, sinks=2, layers=[1])
+    ahn.save(model, tmp_path / "adapter")
+    assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == [
+        "ahn_config.json", "ahn_model.safetensors"
+    ]
+    loaded = ahn.load(make_model(), tmp_path / "adapter")
+    assert loaded._ahn_runtime.config == model._ahn_runtime.config
+    expected = ahn_tensors(model)
+    got = ahn_tensors(loaded)
+    assert expected.keys() == got.keys()
+    assert all(torch.equal(expected[n], got[n]) for n in expected)
+    assert torch.equal(loaded(ids).logits, model(ids).logits)
+
+
+def test_save_overwrites_atomically(tmp_path):
+    model = make_ahn_model()
+    ahn.save(model, tmp_path / "a")
+    ahn.save(model, tmp_path / "a")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
+
+
+def write_official(path, model, impl="GatedDeltaNet", merged=False, **extra):
+    """An official ByteDance AHN directory: AHN-only (or merged) model.safetensors + config.json."""
+    path.mkdir()
+    config = model.config.to_dict()
+    config.update({"_ahn_implementation": impl, "sliding_window": 8, "num_attn_sinks": 2, **extra})
+    (path / "config.json").write_text(json.dumps(config))
+    tensors = ahn_tensors(model)
+    if merged:
+        tensors.update({n: p.detach().clone() for n, p in model.named_parameters() if ".ahn." not in n})
+    save_file({n: t.contiguous() for n, t in tensors.items()}, str(path / "model.safetensors"))
+
+
+@pytest.mark.parametrize("merged", [False, True], ids=["ahn-only", "merged"])
+@pytest.mark.parametrize("impl, memory", [("GatedDeltaNet", "gated_deltanet"), ("DeltaNet", "deltanet"), ("Mamba2", "mamba2")])
+def test_official_layout_loads(impl, memory, merged, tmp_path, ids):
+    model = make_ahn_model(memory=memory, window=8, sinks=2)
+    write_official(tmp_path / "official", model, impl, merged=merged)
+    loaded = ahn.load(make_model(), tmp_path / "official")
+    cfg = loaded._ahn_runtime.config
+    assert (cfg.memory, cfg.window, cfg.sinks, cfg.layers) == (memory, 8, 2, None)
+    assert torch.equal(loaded(ids).logits, model(ids).logits)
+
+
+def test_official_fa_layer_ids_keep_full_attention(tmp_path):
+    model = make_ahn_model(window=8, sinks=2, layers=[1])
+    write_official(tmp_path / "official", model, fa_layer_ids="0")
+    loaded = ahn.load(make_model(), tmp_path / "official")
+    assert loaded._ahn_runtime.config.layers == [1]
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        ({"use_q_proj": True}, "use_q_proj"),
+        ({"use_ahn_router": True}, "use_ahn_router"),
+        ({"_ahn_implementation": "LSTM"}, "_ahn_implementation"),
+        ({"sliding_window": None}, "sliding_window"),
+    ],
+)
+def test_unsupported_official_options_are_errors(extra, match, tmp_path):
+    model = make_ahn_model()
+    write_official(tmp_path / "official", model, **extra)
+    with pytest.raises(ValueError, match=match):
+        ahn.load(make_model(), tmp_path / "official")
+
+
+def test_missing_truncated_and_mismatched_files(tmp_path):
+    model = make_ahn_model(window=8, sinks=2)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        ahn.load(make_model(), tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="neither"):
+        ahn.load(make_model(), tmp_path / "empty")
+    ahn.save(model, tmp_path / "a")
+    weights = tmp_path / "a" / "ahn_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-50])
+    with pytest.raises(ValueError, match="truncated"):
+        ahn.load(make_model(), tmp_path / "a")
+    ahn.save(model, tmp_path / "b")
+    with pytest.raises(ValueError, match="missing"):
+        ahn.load(make_ahn_model(window=8, sinks=2, layers=[0, 1], memory="deltanet"), tmp_path / "b")
+    wide = make_ahn_model("mistral-gqa")
+    ahn.save(wide, tmp_path / "c")
+    with pytest.raises(ValueError, match="shape"):
+        ahn.load(make_model(), tmp_path / "c")

@@ -1,0 +1,35 @@
+"""`ahn generate` streams the same tokens as model.generate and reports the cache size."""
+
+from conftest import make_model, randomize_ahn
+from transformers import AutoTokenizer
+
+import ahn
+from ahn.cli import main
+
+
+def test_generate_cli_streams_greedy_answer(saved_base, tmp_path, capsys):
+    model = make_model()
+    ahn.augment(model, ahn.AHNConfig(window=8, sinks=2, prefill_chunk=16))
+    randomize_ahn(model, std=0.05)
+    ahn.save(model, tmp_path / "ahn")
+    prompt = "the quick brown fox jumps over the lazy dog, again and again."
+    (tmp_path / "prompt.txt").write_text(prompt)
+    code = main([
+        "generate", "--base", str(saved_base), "--ahn", str(tmp_path / "ahn"),
+        "--prompt-file", str(tmp_path / "prompt.txt"), "--max-new-tokens", "12",
+    ])
+    out = capsys.readouterr()
+    assert code == 0
+    tok = AutoTokenizer.from_pretrained(saved_base)
+    ids = tok(prompt, return_tensors="pt").input_ids
+    model.generation_config.eos_token_id = 1
+    expected = model.generate(ids, max_new_tokens=12, do_sample=False)[0, ids.shape[1] :]
+    expected = expected[: (expected == 1).nonzero()[0, 0]] if (expected == 1).any() else expected
+    assert out.out.rstrip("\n") == tok.decode(expected.tolist(), skip_special_tokens=True)
+    assert "mode=ahn" in out.err and "MiB" in out.err and "prefill" in out.err
+
+
+def test_generate_cli_bad_flags(saved_base, capsys):
+    assert main(["generate", "--base", str(saved_base), "--prompt", "hi", "--mode", "ahn"]) == 2
+    assert "--ahn" in capsys.readouterr().err
+    assert main(["generate", "--base", str(saved_base), "--prompt", "hi", "--max-new-tokens", "0"]) == 2
