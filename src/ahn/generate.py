@@ -22,7 +22,9 @@ def add_arguments(parser) -> None:
     prompt.add_argument("--prompt", help="prompt text")
     prompt.add_argument("--prompt-file", help="file holding the prompt text")
     parser.add_argument("--max-new-tokens", type=int, default=256)
-    parser.add_argument("--mode", choices=("full", "sliding", "ahn"), help="default: ahn with --ahn, else full")
+    parser.add_argument(
+        "--mode", choices=("full", "sliding", "ahn"), help="default: ahn with --ahn, else full"
+    )
     parser.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
@@ -50,12 +52,16 @@ def run(args) -> int:
         ahn.set_mode(model, mode)
     if args.chat:
         messages = [{"role": "user", "content": text}]
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
+        ids = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt"
+        )
         ids = ids if isinstance(ids, torch.Tensor) else ids["input_ids"]
     else:
         ids = tokenizer(text, return_tensors="pt").input_ids
     state = {}
-    for piece in stream_generate(model, tokenizer, ids, args.max_new_tokens, args.temperature, state):
+    for piece in stream_generate(
+        model, tokenizer, ids, args.max_new_tokens, args.temperature, state
+    ):
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
@@ -69,16 +75,25 @@ def run(args) -> int:
 
 
 @torch.no_grad()
-def stream_generate(model, tokenizer, ids, max_new_tokens, temperature=0.0, state=None) -> Iterator[str]:
+def stream_generate(
+    model, tokenizer, ids, max_new_tokens, temperature=0.0, state=None
+) -> Iterator[str]:
     """Prefill `ids` [1, T] in chunks (progress bar on stderr), then yield decoded text pieces.
 
     `state["cache"]` holds the cache at the end.
     """
     state = {} if state is None else state
-    chunk = runtime_of(model).config.prefill_chunk if hasattr(model, "_ahn_runtime") else ids.shape[1]
+    chunk = (
+        runtime_of(model).config.prefill_chunk if hasattr(model, "_ahn_runtime") else ids.shape[1]
+    )
     cache, logits = None, None
-    with tqdm(total=ids.shape[1], desc="prefill", unit="tok", file=sys.stderr,
-              disable=ids.shape[1] <= chunk) as bar:
+    with tqdm(
+        total=ids.shape[1],
+        desc="prefill",
+        unit="tok",
+        file=sys.stderr,
+        disable=ids.shape[1] <= chunk,
+    ) as bar:
         for a in range(0, ids.shape[1], chunk):
             out = model(ids[:, a : a + chunk], cache=cache, use_cache=True, logits_to_keep=1)
             cache, logits = out.cache, out.logits[:, -1]

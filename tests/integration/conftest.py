@@ -19,17 +19,27 @@ import ahn
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 
-COMMON = dict(vocab_size=97, intermediate_size=64, num_hidden_layers=2, max_position_embeddings=1024)
+COMMON = dict(
+    vocab_size=97, intermediate_size=64, num_hidden_layers=2, max_position_embeddings=1024
+)
 
 ARCHS = {
     # name: (config class, model class, extra config)
-    "qwen2-gqa": (Qwen2Config, Qwen2ForCausalLM, dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=2)),
+    "qwen2-gqa": (
+        Qwen2Config,
+        Qwen2ForCausalLM,
+        dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=2),
+    ),
     "qwen3-odd-heads": (
         Qwen3Config,
         Qwen3ForCausalLM,
         dict(hidden_size=36, num_attention_heads=3, num_key_value_heads=1, head_dim=12),
     ),
-    "llama-mha": (LlamaConfig, LlamaForCausalLM, dict(hidden_size=32, num_attention_heads=2, num_key_value_heads=2)),
+    "llama-mha": (
+        LlamaConfig,
+        LlamaForCausalLM,
+        dict(hidden_size=32, num_attention_heads=2, num_key_value_heads=2),
+    ),
     "mistral-gqa": (
         MistralConfig,
         MistralForCausalLM,
@@ -63,7 +73,9 @@ def make_ahn_model(arch="qwen2-gqa", memory="gated_deltanet", window=8, sinks=2,
 def decode_logits(model, ids, split: int, chunk: int | None = None):
     """Prefill ids[:, :split] (in chunks of `chunk`), then feed the rest one token at a time."""
     cache, logits = None, []
-    pieces = [(a, min(split, a + (chunk or split))) for a in range(0, split, chunk or max(split, 1))]
+    pieces = [
+        (a, min(split, a + (chunk or split))) for a in range(0, split, chunk or max(split, 1))
+    ]
     pieces += [(t, t + 1) for t in range(split, ids.shape[1])]
     for a, b in pieces:
         out = model(ids[:, a:b], cache=cache, use_cache=True)

@@ -19,7 +19,8 @@ def test_round_trip_tensor_by_tensor(memory, tmp_path, ids):
     model = make_ahn_model(memory=memory, window=8, sinks=2, layers=[1])
     ahn.save(model, tmp_path / "adapter")
     assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == [
-        "ahn_config.json", "ahn_model.safetensors"
+        "ahn_config.json",
+        "ahn_model.safetensors",
     ]
     loaded = ahn.load(make_model(), tmp_path / "adapter")
     assert loaded._ahn_runtime.config == model._ahn_runtime.config
@@ -45,12 +46,17 @@ def write_official(path, model, impl="GatedDeltaNet", merged=False, **extra):
     (path / "config.json").write_text(json.dumps(config))
     tensors = ahn_tensors(model)
     if merged:
-        tensors.update({n: p.detach().clone() for n, p in model.named_parameters() if ".ahn." not in n})
+        tensors.update(
+            {n: p.detach().clone() for n, p in model.named_parameters() if ".ahn." not in n}
+        )
     save_file({n: t.contiguous() for n, t in tensors.items()}, str(path / "model.safetensors"))
 
 
 @pytest.mark.parametrize("merged", [False, True], ids=["ahn-only", "merged"])
-@pytest.mark.parametrize("impl, memory", [("GatedDeltaNet", "gated_deltanet"), ("DeltaNet", "deltanet"), ("Mamba2", "mamba2")])
+@pytest.mark.parametrize(
+    "impl, memory",
+    [("GatedDeltaNet", "gated_deltanet"), ("DeltaNet", "deltanet"), ("Mamba2", "mamba2")],
+)
 def test_official_layout_loads(impl, memory, merged, tmp_path, ids):
     model = make_ahn_model(memory=memory, window=8, sinks=2)
     write_official(tmp_path / "official", model, impl, merged=merged)
@@ -97,7 +103,9 @@ def test_missing_truncated_and_mismatched_files(tmp_path):
         ahn.load(make_model(), tmp_path / "a")
     ahn.save(model, tmp_path / "b")
     with pytest.raises(ValueError, match="missing"):
-        ahn.load(make_ahn_model(window=8, sinks=2, layers=[0, 1], memory="deltanet"), tmp_path / "b")
+        ahn.load(
+            make_ahn_model(window=8, sinks=2, layers=[0, 1], memory="deltanet"), tmp_path / "b"
+        )
     wide = make_ahn_model("mistral-gqa")
     ahn.save(wide, tmp_path / "c")
     with pytest.raises(ValueError, match="shape"):

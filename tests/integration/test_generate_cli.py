@@ -14,10 +14,19 @@ def test_generate_cli_streams_greedy_answer(saved_base, tmp_path, capsys):
     ahn.save(model, tmp_path / "ahn")
     prompt = "the quick brown fox jumps over the lazy dog, again and again."
     (tmp_path / "prompt.txt").write_text(prompt)
-    code = main([
-        "generate", "--base", str(saved_base), "--ahn", str(tmp_path / "ahn"),
-        "--prompt-file", str(tmp_path / "prompt.txt"), "--max-new-tokens", "12",
-    ])
+    code = main(
+        [
+            "generate",
+            "--base",
+            str(saved_base),
+            "--ahn",
+            str(tmp_path / "ahn"),
+            "--prompt-file",
+            str(tmp_path / "prompt.txt"),
+            "--max-new-tokens",
+            "12",
+        ]
+    )
     out = capsys.readouterr()
     assert code == 0
     tok = AutoTokenizer.from_pretrained(saved_base)
@@ -32,4 +41,7 @@ def test_generate_cli_streams_greedy_answer(saved_base, tmp_path, capsys):
 def test_generate_cli_bad_flags(saved_base, capsys):
     assert main(["generate", "--base", str(saved_base), "--prompt", "hi", "--mode", "ahn"]) == 2
     assert "--ahn" in capsys.readouterr().err
-    assert main(["generate", "--base", str(saved_base), "--prompt", "hi", "--max-new-tokens", "0"]) == 2
+    assert (
+        main(["generate", "--base", str(saved_base), "--prompt", "hi", "--max-new-tokens", "0"])
+        == 2
+    )

@@ -1,4 +1,4 @@
-""""full" is the untouched model, "sliding" is an explicit sinks + window mask, fresh "ahn" ==
+""" "full" is the untouched model, "sliding" is an explicit sinks + window mask, fresh "ahn" ==
 "sliding"; only AHN parameters train."""
 
 import pytest
@@ -103,8 +103,13 @@ def test_parameter_count_on_qwen25_3b_meta(memory, millions):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     config = Qwen2Config(
-        vocab_size=151936, hidden_size=2048, intermediate_size=11008, num_hidden_layers=36,
-        num_attention_heads=16, num_key_value_heads=2, tie_word_embeddings=True,
+        vocab_size=151936,
+        hidden_size=2048,
+        intermediate_size=11008,
+        num_hidden_layers=36,
+        num_attention_heads=16,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
     )
     with torch.device("meta"):
         model = Qwen2ForCausalLM(config)

@@ -97,7 +97,9 @@ def test_padded_batch_equals_rows_alone():
     rows = [torch.randint(1, 97, (1, n), generator=gen) for n in (17, 31, 26)]
     width = max(r.shape[1] for r in rows)
     batch = torch.cat([torch.nn.functional.pad(r, (width - r.shape[1], 0)) for r in rows])
-    mask = torch.cat([torch.nn.functional.pad(torch.ones_like(r), (width - r.shape[1], 0)) for r in rows])
+    mask = torch.cat(
+        [torch.nn.functional.pad(torch.ones_like(r), (width - r.shape[1], 0)) for r in rows]
+    )
     together = model.generate(batch, attention_mask=mask, max_new_tokens=8, do_sample=False)
     for i, row in enumerate(rows):
         alone = model.generate(row, max_new_tokens=8, do_sample=False)
