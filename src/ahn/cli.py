@@ -10,6 +10,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("ahn.generate", "stream an answer with constant-memory AHN generation"),
     "flops": ("ahn.eval.flops", "FLOPs and cache bytes of full attention vs AHN from a config"),
+    "eval": ("ahn.eval.cli", "full / sliding / AHN side by side on long-context tasks"),
     "train": ("ahn.train.cli", "train an AHN for a base model by self-distillation"),
 }
 

@@ -1,0 +1,85 @@
+"""`ahn eval`: full / sliding / ahn side by side on synthetic tasks, benchmarks and NLL."""
+
+from __future__ import annotations
+
+import argparse
+
+from ahn.config import MODES
+from ahn.eval.flops import parse_length
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--base", required=True, help="base model directory (transformers)")
+    parser.add_argument("--ahn", help="AHN checkpoint directory (ours or official)")
+    parser.add_argument("--task", required=True, help="task names, comma-separated")
+    parser.add_argument("--data", help="documents (nll), benchmark files, or essay haystack")
+    parser.add_argument("--lengths", default="4k", help="e.g. 4k,16k,32768")
+    parser.add_argument("--methods", default=",".join(MODES), help="subset of full,sliding,ahn")
+    parser.add_argument("--output", required=True, help="output directory")
+    parser.add_argument("--window", type=int, help="override the lossless window")
+    parser.add_argument("--sinks", type=int, help="override the number of sinks")
+    parser.add_argument("--depths", default="0,0.25,0.5,0.75,1", help="needle depths")
+    parser.add_argument("--samples", type=int, default=1, help="items per length and depth")
+    parser.add_argument("--max-new-tokens", type=int, help="override the generation length")
+    parser.add_argument("--nll-bucket", type=int, help="positions per NLL bucket")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def load_model(base: str, ahn_dir: str | None, window, sinks, device: str, dtype: str):
+    """Tokenizer and augmented model: `ahn.load` when `ahn_dir` is given, else a fresh
+    (untrained, so "ahn" equals "sliding") augmentation with the given window and sinks."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import ahn
+
+    if dtype != "auto" and not isinstance(getattr(torch, dtype, None), torch.dtype):
+        raise ValueError(f"dtype={dtype!r} is not a torch dtype (e.g. float32, bfloat16)")
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(
+        base, dtype="auto" if dtype == "auto" else getattr(torch, dtype)
+    ).to(device)
+    if ahn_dir:
+        model = ahn.load(model, ahn_dir)
+    else:
+        sizes = {k: v for k, v in (("window", window), ("sinks", sinks)) if v is not None}
+        model = ahn.augment(model, ahn.AHNConfig(**sizes))
+    return tokenizer, model.eval()
+
+
+def run(args: argparse.Namespace) -> int:
+    from ahn.eval.runner import EvalConfig, evaluate
+
+    config = EvalConfig(
+        tasks=_csv(args.task),
+        lengths=[parse_length(n) for n in _csv(args.lengths)],
+        methods=_csv(args.methods),
+        depths=[float(d) for d in _csv(args.depths)],
+        samples=args.samples,
+        seed=args.seed,
+        window=args.window,
+        sinks=args.sinks,
+        data=args.data,
+        max_new_tokens=args.max_new_tokens,
+        nll_bucket=args.nll_bucket,
+    )
+    tokenizer, model = load_model(
+        args.base, args.ahn, args.window, args.sinks, args.device, args.dtype
+    )
+    results = evaluate(model, tokenizer, config, args.output)
+    from ahn.eval.report import markdown
+
+    print(markdown(results))
+    return 0

@@ -1,0 +1,276 @@
+"""The evaluation runner: every item under every method, resumable, with timings.
+
+`evaluate(model, tokenizer, config, output_dir)` runs the tasks of an `EvalConfig` on an
+augmented model (`ahn.augment` / `ahn.load`) under each method ("full", "sliding", "ahn") at
+the same window/sinks, appends one json line per (item, method) to `predictions.jsonl`
+(a rerun skips the lines already there), then writes `results.json`, `results.md` and plots.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+import ahn
+from ahn.config import MODES
+from ahn.eval import benchmarks, nll, synthetic
+from ahn.integration.augment import runtime_of
+
+
+@dataclass
+class EvalConfig:
+    """What to evaluate.
+
+    Args:
+        tasks: names from `synthetic.TASKS`, "nll" (language modelling on `data`), or
+            "<benchmark>:<dataset>" with a benchmark of `benchmarks.BENCHMARKS` (files in `data`).
+        lengths: token budgets (synthetic), piece lengths (nll), truncation lengths (benchmarks).
+        methods: subset of ("full", "sliding", "ahn").
+        depths: needle depths of the synthetic tasks (0 = start, 1 = end).
+        samples: items per (task, length, depth); for nll and benchmarks the item limit.
+        window, sinks: override the model's lossless sizes for "sliding" and "ahn".
+        data: documents for "nll" (.jsonl/.txt/dir), benchmark files, or the essay haystack
+            text file of the synthetic tasks that need one.
+        max_new_tokens: override every task's generation length.
+        nll_bucket: positions per NLL bucket (default length // 32).
+    """
+
+    tasks: list[str]
+    lengths: list[int]
+    methods: list[str] = field(default_factory=lambda: list(MODES))
+    depths: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
+    samples: int = 1
+    seed: int = 42
+    window: int | None = None
+    sinks: int | None = None
+    data: str | None = None
+    max_new_tokens: int | None = None
+    nll_bucket: int | None = None
+    text_key: str = "text"
+
+    def __post_init__(self) -> None:
+        for task in self.tasks:
+            if task not in synthetic.TASKS and task != "nll" and not benchmarks.is_benchmark(task):
+                raise ValueError(
+                    f"task {task!r} is unknown; valid: {', '.join(synthetic.TASKS)}, nll, "
+                    f"or one of {benchmarks.names()}"
+                )
+        bad = [m for m in self.methods if m not in MODES]
+        if bad or not self.methods:
+            raise ValueError(f"methods={self.methods} must be a non-empty subset of {MODES}")
+        if not self.lengths or any(not isinstance(n, int) or n < 1 for n in self.lengths):
+            raise ValueError(f"lengths={self.lengths} must be positive integers")
+        if any(not 0.0 <= d <= 1.0 for d in self.depths) or not self.depths:
+            raise ValueError(f"depths={self.depths} must be in [0, 1]")
+        if self.samples < 1:
+            raise ValueError(f"samples={self.samples} must be >= 1")
+        if ("nll" in self.tasks or any(map(benchmarks.is_benchmark, self.tasks))) and not self.data:
+            raise ValueError("tasks 'nll' and benchmarks need data=PATH")
+
+
+def _key(*parts) -> str:
+    return "|".join(str(p) for p in parts)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _measure(model, run):
+    """Runs `run()`, returning its result, wall seconds and peak device memory (CUDA only)."""
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    _sync(device)
+    start = time.perf_counter()
+    result = run()
+    _sync(device)
+    wall = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    return result, wall, peak
+
+
+@torch.no_grad()
+def _generate(model, tokenizer, sample, method: str) -> dict:
+    device = next(model.parameters()).device
+    input_ids = torch.tensor([sample.input_ids], device=device)
+    eos = getattr(tokenizer, "eos_token_id", None)
+    pad = getattr(tokenizer, "pad_token_id", None) or eos
+    stop = {"eos_token_id": [eos, *sample.stop_ids]} if sample.stop_ids and eos is not None else {}
+    with ahn.mode(model, method):
+        out, wall, peak = _measure(
+            model,
+            lambda: model.generate(
+                input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                max_new_tokens=sample.max_new_tokens,
+                do_sample=False,
+                pad_token_id=pad,
+                return_dict_in_generate=True,
+                **stop,
+            ),
+        )
+    new_ids = out.sequences[0, input_ids.shape[1] :].tolist()
+    cache = out["cache"] if "cache" in out else out.get("past_key_values")
+    if sample.task in synthetic.TASKS:
+        value, prediction = synthetic.score(sample, new_ids, tokenizer)
+    else:
+        value, prediction = benchmarks.score(sample, new_ids, tokenizer)
+    return {
+        "score": value,
+        "prediction": prediction,
+        "answers": sample.answers or sample.answer_ids,
+        "input_tokens": len(sample.input_ids),
+        "new_tokens": len(new_ids),
+        "wall_s": wall,
+        "tokens_per_s": (len(sample.input_ids) + len(new_ids)) / wall,
+        "peak_memory_bytes": peak,
+        "cache_bytes": ahn.cache_bytes(cache) if cache is not None else None,
+    }
+
+
+@torch.no_grad()
+def _nll(model, ids: list[int], method: str, bucket: int) -> dict:
+    device = next(model.parameters()).device
+    input_ids = torch.tensor([ids], device=device)
+    with ahn.mode(model, method):
+        values, wall, peak = _measure(model, lambda: nll.token_nll(model, input_ids)[0])
+    sums, counts = nll.bucket_sums(values.cpu(), bucket)
+    return {
+        "bucket": bucket,
+        "sums": sums,
+        "counts": counts,
+        "score": float(values.mean()),
+        "input_tokens": len(ids),
+        "wall_s": wall,
+        "tokens_per_s": len(ids) / wall,
+        "peak_memory_bytes": peak,
+    }
+
+
+def _items(model, tokenizer, config: EvalConfig) -> Iterator[tuple[dict, callable]]:
+    """(identity fields, job(method) -> record fields) for every item of `config`."""
+    haystack = None
+    if config.data and Path(config.data).is_file() and config.data.endswith(".txt"):
+        haystack = Path(config.data).read_text(encoding="utf-8")
+    vocab = model.config.vocab_size
+    for task in config.tasks:
+        for length in config.lengths:
+            if task == "nll":
+                yield from _nll_items(model, tokenizer, config, length)
+            elif benchmarks.is_benchmark(task):
+                for sample in benchmarks.load(task, config.data, tokenizer, length, config.samples):
+                    _override(sample, config)
+                    ident = {"task": task, "length": length, "depth": None, "index": sample.index}
+                    yield ident, _bind(_generate, model, tokenizer, sample)
+            else:
+                for depth in config.depths:
+                    for index in range(config.samples):
+                        ident = {"task": task, "length": length, "depth": depth, "index": index}
+                        yield ident, _lazy_sample(model, tokenizer, config, ident, haystack, vocab)
+
+
+def _bind(fn, model, tokenizer, sample):
+    return lambda method: fn(model, tokenizer, sample, method)
+
+
+def _override(sample, config: EvalConfig) -> None:
+    if config.max_new_tokens is not None:
+        sample.max_new_tokens = config.max_new_tokens
+
+
+def _lazy_sample(model, tokenizer, config, ident, haystack, vocab):
+    """A job generating its sample once, on first use (skipped items never build prompts)."""
+    made = []
+
+    def job(method: str) -> dict:
+        if not made:
+            sample = synthetic.generate(
+                ident["task"], tokenizer, ident["length"], ident["depth"], ident["index"],
+                config.seed, haystack_text=haystack, vocab_size=vocab,
+            )  # fmt: skip
+            _override(sample, config)
+            made.append(sample)
+        return _generate(model, tokenizer, made[0], method)
+
+    return job
+
+
+def _nll_items(model, tokenizer, config: EvalConfig, length: int):
+    docs = nll.read_documents(config.data, config.text_key)
+    ids = [tokenizer.encode(doc) for doc in docs]
+    separator = getattr(tokenizer, "eos_token_id", None)
+    bucket = config.nll_bucket or max(1, length // 32)
+    for index, piece in enumerate(nll.pieces(ids, length, separator, config.samples)):
+        ident = {"task": "nll", "length": length, "depth": None, "index": index}
+        yield ident, (lambda method, piece=piece: _nll(model, piece, method, bucket))
+
+
+def read_records(path: Path) -> list[dict]:
+    """The json lines of `predictions.jsonl` (a torn last line from a crash is ignored)."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def evaluate(model, tokenizer, config: EvalConfig, output_dir: str | Path, progress: bool = True):
+    """Run `config` on an augmented `model`; returns the results dict (also in results.json).
+
+    Args:
+        model: a transformers causal LM augmented with `ahn.augment` or `ahn.load`.
+        tokenizer: its tokenizer (`encode` / `decode`).
+        config: an `EvalConfig`.
+        output_dir: where predictions.jsonl, results.json, results.md and the PNGs go.
+        progress: show a tqdm progress bar.
+    """
+    from ahn.eval import report
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "predictions.jsonl"
+    records = {r["key"]: r for r in read_records(path)}
+    rt = runtime_of(model)
+    window = rt.window if config.window is None else config.window
+    sinks = rt.sinks if config.sinks is None else config.sinks
+    model.eval()
+    items = list(_items(model, tokenizer, config))
+    wanted: list[str] = []
+    bar = tqdm(total=len(items) * len(config.methods), disable=not progress, desc="ahn eval")
+    with ahn.window(model, window=window, sinks=sinks), path.open("a", encoding="utf-8") as f:
+        for ident, job in items:
+            for method in config.methods:
+                key = _key(*ident.values(), method, window, sinks)
+                if key not in records:
+                    record = {"key": key, **ident, "method": method, **job(method)}
+                    records[key] = {**record, "window": window, "sinks": sinks}
+                    f.write(json.dumps(records[key], ensure_ascii=False) + "\n")
+                    f.flush()
+                wanted.append(key)
+                bar.update(1)
+    bar.close()
+    results = report.aggregate([records[k] for k in wanted], window, sinks)
+    results["config"] = asdict(config)
+    write_atomic(out / "results.json", json.dumps(results, indent=2) + "\n")
+    write_atomic(out / "results.md", report.markdown(results))
+    report.plots(results, out)
+    return results
