@@ -117,3 +117,21 @@ def test_parameter_count_on_qwen25_3b_meta(memory, millions):
     count = sum(p.numel() for _, p in ahn.trainable_parameters(model))
     assert round(count / 1e6, 1) == millions
     assert all(p.device.type == "meta" for _, p in ahn.trainable_parameters(model))
+
+
+def test_gradient_checkpointing_with_padding_gives_the_same_gradients(ids):
+    mask = torch.ones_like(ids)
+    mask[0, :7] = 0
+    grads = []
+    for checkpointing in (False, True):
+        model = make_model()
+        ahn.augment(model, ahn.AHNConfig(window=8, sinks=2))
+        randomize_ahn(model)
+        model.train()
+        if checkpointing:
+            model.gradient_checkpointing_enable()
+        model(ids, attention_mask=mask, labels=ids).loss.backward()
+        grads.append([p.grad for _, p in ahn.trainable_parameters(model) if p.grad is not None])
+    assert len(grads[0]) == len(grads[1])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)

@@ -40,7 +40,9 @@ class Runtime:
     mode: str = "ahn"
     window: int = 0
     sinks: int = 0
-    pad: torch.Tensor | None = None  # [B] of the forward call in progress
+    # [B] left padding of the latest forward call; kept after it so that gradient checkpointing
+    # recomputes the layers with the same padding.
+    pad: torch.Tensor | None = None
     handles: list = field(default_factory=list)
 
     def new_cache(self) -> AHNCache:
@@ -85,7 +87,6 @@ def augment(model: nn.Module, config: AHNConfig) -> nn.Module:
     )
     model._ahn_runtime = rt
     rt.handles.append(decoder.register_forward_pre_hook(_decoder_pre_hook, with_kwargs=True))
-    rt.handles.append(decoder.register_forward_hook(_decoder_post_hook))
     for i, layer in enumerate(decoder.layers):
         attn = layer.self_attn
         attn._ahn_runtime, attn._ahn_index, attn._ahn_context = rt, i, None
@@ -230,10 +231,6 @@ def _decoder_pre_hook(decoder, args, kwargs):
         pad = cache.pad
     rt.pad = pad
     return args, kwargs
-
-
-def _decoder_post_hook(decoder, args, output):
-    decoder._ahn_runtime.pad = None
 
 
 def _attention_pre_hook(attn, args, kwargs):
