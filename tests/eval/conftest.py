@@ -13,7 +13,7 @@ def char_tokenizer():
     chars = ["<unk>", "<eos>"] + list(string.printable)
     model = models.WordLevel({c: i for i, c in enumerate(chars)}, unk_token="<unk>")
     tok = Tokenizer(model)
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     tok.decoder = decoders.Fuse()
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<eos>")
 
