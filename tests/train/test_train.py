@@ -1,0 +1,136 @@
+"""End-to-end training runs on tiny models (the slow part of tests/train: keep it small)."""
+
+import json
+
+import pytest
+import torch
+from conftest import tiny_qwen2
+from safetensors.torch import load_file
+
+import ahn
+from ahn.train import TrainConfig, evaluate_kl, train
+from ahn.train.checkpoint import latest_checkpoint
+
+VOCAB = 64
+
+
+def topic_sequences(count, length=128, head=24, seed=0):
+    """Long-range structure: a sequence opens with `head` tokens of its own 6-token topic, then
+    shared filler; the full model still sees the topic far away, a sliding window does not."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(count):
+        topic = torch.randperm(VOCAB - 8, generator=g)[:6] + 8
+        opening = topic[torch.randint(0, 6, (head,), generator=g)]
+        filler = torch.randint(0, 8, (length - head,), generator=g)
+        out.append(torch.cat([opening, filler]).tolist())
+    return out
+
+
+def sharp_base():
+    """A base whose random weights give confident, context-dependent predictions."""
+    torch.manual_seed(42)
+    model = tiny_qwen2(vocab_size=VOCAB, hidden=32)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() == 2:
+                param.mul_(10)  # std 0.02 -> 0.2
+    return model
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    output = tmp_path_factory.mktemp("run")
+    model = sharp_base()
+    base_before = {n: p.clone() for n, p in model.named_parameters()}
+    config = TrainConfig(
+        output=str(output),
+        steps=40,
+        batch_size=4,
+        seq_len=128,
+        lr=3e-2,
+        warmup=2,
+        train_window="fixed",
+        window=32,
+        sinks=0,
+        save_every=0,
+    )
+    records = []
+    train(config, model=model, data=topic_sequences(160), callback=records.append)
+    return model, base_before, config, records
+
+
+def test_ahn_learns_what_the_window_forgets(trained):
+    model, _, _, records = trained
+    kls = [r["kl"] for r in records]
+    assert sum(kls[-10:]) < 0.95 * sum(kls[:10])
+    held_out = evaluate_kl(model, topic_sequences(8, seed=1), sinks=0, window=32)
+    assert held_out["ahn"] < 0.92 * held_out["sliding"], held_out
+
+
+def test_base_weights_are_bit_identical(trained):
+    model, base_before, _, _ = trained
+    trainable = {n for n, _ in ahn.trainable_parameters(model)}
+    for name, param in model.named_parameters():
+        if name not in trainable:
+            assert torch.equal(param, base_before[name]), name
+    assert trainable and all(".ahn." in n for n in trainable)
+
+
+def test_result_is_ahn_tensors_only_and_loads(trained):
+    model, _, config, records = trained
+    output = config.output
+    saved = load_file(f"{output}/ahn_model.safetensors")
+    assert set(saved) == {n for n, _ in ahn.trainable_parameters(model)}
+    loaded = ahn.load(sharp_base(), output)
+    for name, param in ahn.trainable_parameters(loaded):
+        assert torch.equal(param, dict(ahn.trainable_parameters(model))[name])
+    saved_config = json.loads(open(f"{output}/ahn_config.json").read())["config"]
+    assert saved_config == config.ahn_config().to_dict()
+    log = [json.loads(line) for line in open(f"{output}/train_log.jsonl")]
+    assert log == records and [r["step"] for r in log] == list(range(1, 41))
+    for key in ("loss", "kl", "ce_teacher", "ce_student", "tokens_per_s", "lr"):
+        assert key in log[0]
+
+
+def small_run(output, **overrides):
+    config = dict(output=str(output), steps=6, batch_size=2, seq_len=64, lr=1e-2, save_every=2)
+    return TrainConfig(**(config | overrides))
+
+
+def small_data():
+    return topic_sequences(10, length=64, head=16)
+
+
+def ahn_state(model):
+    return {n: p.detach().clone() for n, p in ahn.trainable_parameters(model)}
+
+
+class Killed(Exception):
+    pass
+
+
+def kill_at(step):
+    def callback(record):
+        if record["step"] == step:
+            raise Killed
+
+    return callback
+
+
+def test_kill_and_resume_equals_uninterrupted(tmp_path):
+    straight = train(small_run(tmp_path / "a"), model=sharp_base(), data=small_data())
+    with pytest.raises(Killed):
+        train(small_run(tmp_path / "b"), model=sharp_base(), data=small_data(), callback=kill_at(5))
+    (tmp_path / "b" / "checkpoint-6.tmp").mkdir()  # a save killed half-way
+    assert latest_checkpoint(tmp_path / "b") == tmp_path / "b" / "checkpoint-4"
+    resumed = train(small_run(tmp_path / "b", resume=True), model=sharp_base(), data=small_data())
+    for name, value in ahn_state(straight).items():
+        assert torch.equal(ahn_state(resumed)[name], value), name
+    lines = [(tmp_path / run / "train_log.jsonl").read_text().splitlines() for run in "ab"]
+    untimed = [[without_timing(json.loads(x)) for x in run] for run in lines]
+    assert len(untimed[0]) == 6 and untimed[0] == untimed[1]
+
+
+def without_timing(record):
+    return {k: v for k, v in record.items() if k not in ("seconds", "tokens_per_s")}
