@@ -41,6 +41,22 @@ def test_ahn_parameter_counts(shape, memory, millions):
     assert f"{report['ahn']['breakdown']['ahn_parameters'] / 1e6:.1f}" == millions
 
 
+@pytest.mark.parametrize("memory", sorted(MEMORY_PARAMETERS))
+def test_ahn_parameter_formula_matches_the_modules(memory):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    import ahn
+
+    config = Qwen2Config(
+        vocab_size=64, hidden_size=48, intermediate_size=64, num_hidden_layers=3,
+        num_attention_heads=6, num_key_value_heads=2,
+    )  # fmt: skip
+    model = ahn.augment(Qwen2ForCausalLM(config), ahn.AHNConfig(memory=memory, layers=[0, 2]))
+    counted = sum(p.numel() for _, p in ahn.trainable_parameters(model))
+    report = efficiency(config, length=64, window=8, sinks=0, memory=memory, layers=[0, 2])
+    assert report["ahn"]["breakdown"]["ahn_parameters"] == counted
+
+
 def test_breakdown_adds_up_and_short_inputs_cost_no_memory(shape):
     report = efficiency(shape, length=1000, window=2000, sinks=4)
     for method in ("full", "sliding", "ahn"):

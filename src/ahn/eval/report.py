@@ -23,6 +23,7 @@ def aggregate(records: list[dict], window: int, sinks: int) -> dict:
         {"window", "sinks",
          "scores": {task: {method: {length: mean}}},
          "by_depth": {task: {method: {length: {depth: mean}}}},
+         "by_group": {task: {method: {group: mean}}}  (LongBench-E's length groups),
          "nll": {length: {method: {"position": [...], "nll": [...]}}},
          "efficiency": {method: {"items", "wall_s", "tokens_per_s", "peak_memory_bytes",
                                  "cache_bytes"}}}
@@ -30,6 +31,7 @@ def aggregate(records: list[dict], window: int, sinks: int) -> dict:
     """
     scores = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     depths = defaultdict(lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
+    groups = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     curves = defaultdict(dict)
     cost = defaultdict(lambda: defaultdict(list))
     for r in records:
@@ -38,6 +40,8 @@ def aggregate(records: list[dict], window: int, sinks: int) -> dict:
         scores[task][method][length].append(scale * r["score"])
         if r.get("depth") is not None:
             depths[task][method][length][str(r["depth"])].append(scale * r["score"])
+        if r.get("group") is not None:
+            groups[task][method][r["group"]].append(scale * r["score"])
         if task == "nll":
             _add_curve(curves[length], method, r)
         for name in ("wall_s", "tokens_per_s", "peak_memory_bytes", "cache_bytes"):
@@ -48,6 +52,7 @@ def aggregate(records: list[dict], window: int, sinks: int) -> dict:
         "sinks": sinks,
         "scores": _nested_means(scores),
         "by_depth": _nested_means(depths),
+        "by_group": _nested_means(groups),
         "nll": {length: _finish_curves(c) for length, c in curves.items()},
         "efficiency": {m: _cost(cost[m], m, records) for m in _ordered(cost)},
     }
@@ -93,34 +98,51 @@ def _by_length(lengths) -> list[str]:
     return sorted(lengths, key=int)
 
 
+def _table(title: str, columns: list[str], rows: list[tuple[str, list[str]]]) -> list[str]:
+    lines = [f"## {title}", "", "| method | " + " | ".join(columns) + " |"]
+    lines.append("|---|" + "---:|" * len(columns))
+    lines += [f"| {name} | " + " | ".join(cells) + " |" for name, cells in rows]
+    return lines + [""]
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _bytes(value: float | None) -> str:
+    if value is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.2f} GiB"
+
+
 def markdown(results: dict) -> str:
-    """The side-by-side tables: scores per task (methods x lengths) and measured cost."""
+    """The side-by-side tables: scores per task (methods x lengths, and LongBench-E's length
+    groups) and the measured cost per method."""
     lines = [f"# AHN evaluation (sinks {results['sinks']}, window {results['window']})", ""]
     for task, per_method in results["scores"].items():
         lengths = _by_length({n for by_len in per_method.values() for n in by_len})
         unit = "mean NLL (lower is better)" if task == "nll" else "score x 100"
-        lines += [f"## {task} ({unit})", "", "| method | " + " | ".join(lengths) + " | avg |"]
-        lines.append("|---|" + "---:|" * (len(lengths) + 1))
+        rows = []
         for method in _ordered(per_method):
             row = [per_method[method].get(n) for n in lengths]
-            cells = ["-" if v is None else f"{v:.2f}" for v in row]
-            known = [v for v in row if v is not None]
-            lines.append(f"| {method} | " + " | ".join(cells) + f" | {_mean(known):.2f} |")
-        lines.append("")
-    lines += [
-        "## Measured cost",
-        "",
-        "| method | items | wall s | tokens/s | peak memory | cache |",
-    ]
-    lines.append("|---|---:|---:|---:|---:|---:|")
-    for method, c in results["efficiency"].items():
-        peak, cache = c["peak_memory_bytes"], c["cache_bytes"]
-        lines.append(
-            f"| {method} | {c['items']} | {c['wall_s']:.2f} | {c['tokens_per_s']:.1f} | "
-            f"{'-' if peak is None else f'{peak / 2**20:.1f} MiB'} | "
-            f"{'-' if cache is None else f'{cache / 2**20:.2f} MiB'} |"
-        )
-    return "\n".join(lines) + "\n"
+            average = _mean([v for v in row if v is not None])
+            rows.append((method, [_cell(v) for v in row] + [_cell(average)]))
+        lines += _table(f"{task} ({unit})", lengths + ["avg"], rows)
+    for task, per_method in results["by_group"].items():
+        groups = sorted({g for by_group in per_method.values() for g in by_group})
+        rows = [(m, [_cell(per_method[m].get(g)) for g in groups]) for m in _ordered(per_method)]
+        lines += _table(f"{task} by length group (score x 100)", groups, rows)
+    columns = ["items", "wall s", "tokens/s", "peak memory", "cache"]
+    rows = [
+        (m, [str(c["items"]), f"{c['wall_s']:.2f}", f"{c['tokens_per_s']:.1f}",
+             _bytes(c["peak_memory_bytes"]), _bytes(c["cache_bytes"])])
+        for m, c in results["efficiency"].items()
+    ]  # fmt: skip
+    return "\n".join(lines + _table("Measured cost", columns, rows)) + "\n"
 
 
 def plots(results: dict, out: Path) -> list[Path]:

@@ -134,6 +134,7 @@ def _generate(model, tokenizer, sample, method: str) -> dict:
         "tokens_per_s": (len(sample.input_ids) + len(new_ids)) / wall,
         "peak_memory_bytes": peak,
         "cache_bytes": ahn.cache_bytes(cache) if cache is not None else None,
+        "group": sample.meta.get("group"),
     }
 
 

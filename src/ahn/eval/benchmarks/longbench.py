@@ -58,6 +58,8 @@ class LongBench:
             task, index, length, prompt, tokenizer, record["answers"], MAX_NEW_TOKENS[dataset],
             {"all_classes": record.get("all_classes"), "length": record.get("length")},
         )  # fmt: skip
+        if self.suffix == "_e":  # LongBench-E reports scores by length group
+            sample.meta["group"] = length_bucket(record["length"])
         if dataset == "samsum":  # the official code also stops at a newline here
             sample.stop_ids = [tokenizer.encode("\n", add_special_tokens=False)[-1]]
         return sample
