@@ -68,12 +68,14 @@ def windowed_step(q, k_new, v_new, ctx: LayerContext, scaling):
         if isinstance(ctx.cache_layer, AHNLayer)
         else AHNLayer(ctx.window, ctx.sinks)
     )
-    gates_new = None if ctx.memory is None else ctx.memory.token_gates(ctx.x)  # [B, C, H, G]
+    gates_new = out_gate = None
+    if ctx.memory is not None:
+        gates_new, out_gate = ctx.memory.project(ctx.x)  # [B, C, H, G], [B, C, H]
     view = layer.view(k_new, v_new, gates_new, ctx.pad)
     out = lossless_attention(q, view, ctx, scaling)  # [B, C, H, D]
     state = layer.state
     if ctx.memory is not None:
-        mem, state = memory_read(q, view, ctx, layer.state)
+        mem, state = memory_read(q, view, ctx, layer.state, out_gate)
         if mem is not None:
             out = torch.cat(
                 [out[:, : out.shape[1] - mem.shape[1]], out[:, -mem.shape[1] :] + mem], 1
@@ -126,7 +128,7 @@ def _let_padding_attend_itself(ok, q_slot, k_slot, pad):
     return ok | (q_is_pad & (k_slot[None, None, :] == q_slot[None, :, None]))
 
 
-def memory_read(q, view: LosslessView, ctx: LayerContext, state):
+def memory_read(q, view: LosslessView, ctx: LayerContext, state, out_gate):
     """Absorb the tokens leaving the window during this chunk and read the memory.
 
     Token at slot u leaves the window when query slot u + W arrives: the evicted slots pair
@@ -144,4 +146,4 @@ def memory_read(q, view: LosslessView, ctx: LayerContext, state):
     absorb = (slots[None, :] - ctx.pad[:, None]) >= ctx.sinks  # [B, n]: not padding, not a sink
     gates = view.gates_loc[:, :n] * absorb[:, :, None, None]
     r, state = ctx.memory.recur(q[..., C - n :, :].transpose(1, 2), k, v, gates, state)
-    return ctx.memory.readout(r, ctx.x[:, C - n :]), state
+    return ctx.memory.readout(r, out_gate[:, C - n :]), state

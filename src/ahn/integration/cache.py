@@ -134,7 +134,7 @@ def _add_sinks(sink_k, sink_v, sink_ok, k_new, v_new, pad, seen):
     Row b's sink i sits at slot `pad[b] + i`; the chunk covers slots `[seen, seen + C)`.
     """
     S, C = sink_k.shape[-2], k_new.shape[-2]
-    if S == 0:
+    if S == 0 or bool(sink_ok.all()):
         return sink_k, sink_v, sink_ok
     idx = pad[:, None] + torch.arange(S, device=pad.device) - seen  # [B, S] index in the chunk
     in_chunk = (idx >= 0) & (idx < C)

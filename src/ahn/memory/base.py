@@ -52,17 +52,38 @@ def init_dt_bias(num_heads: int, device=None, dt_min=1e-3, dt_max=0.1, floor=1e-
 
 
 class MemoryModule(nn.Module):
-    """Interface of a memory rule: gates per token, a recurrence over evicted tokens, a readout.
+    """Interface of a memory rule: per-token projections, a recurrence over evicted tokens, a
+    readout.
 
-    Subclasses define `num_gates`, `token_gates`, `recur` and `readout`. Gates equal to zero
-    must leave the state unchanged: the integration zeroes them for tokens that must not be
-    absorbed (padding, attention sinks).
+    Subclasses define `num_gates`, `input_projections` (the `nn.Linear`s applied to the layer
+    input, in order: the `num_gates` write gates then the output gate), `gates`, `recur` and
+    `readout`. Write gates equal to zero must leave the state unchanged: the integration zeroes
+    them for tokens that must not be absorbed (padding, attention sinks).
     """
 
     num_gates: int
 
-    def token_gates(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [B, T, hidden] -> gates [B, T, H, num_gates], float32."""
+    def input_projections(self) -> list[nn.Linear]:
+        raise NotImplementedError
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """All per-token projections in one matmul.
+
+        x: [B, T, hidden] -> (write gates [B, T, H, num_gates], output gate [B, T, H]), float32.
+        """
+        linears = self.input_projections()
+        weight = torch.cat([lin.weight for lin in linears])
+        bias = None
+        if linears[0].bias is not None:
+            bias = torch.cat([lin.bias for lin in linears])
+        z = torch.nn.functional.linear(
+            x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype)
+        )
+        z = z.float().unflatten(-1, (len(linears), -1))  # [B, T, num_gates + 1, H]
+        return self.gates(z[..., :-1, :].transpose(-1, -2)), z[..., -1, :]
+
+    def gates(self, z: torch.Tensor) -> torch.Tensor:
+        """Raw projections [B, T, H, num_gates] -> write gates [B, T, H, num_gates]."""
         raise NotImplementedError
 
     def recur(self, q, k, v, gates, initial_state):
@@ -72,6 +93,6 @@ class MemoryModule(nn.Module):
         """
         raise NotImplementedError
 
-    def readout(self, r: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """r: [B, T, H, D] read of the state, x: [B, T, hidden] -> [B, T, H, D]."""
+    def readout(self, r: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        """r: [B, T, H, D] read of the state, gate: [B, T, H] raw output gate -> [B, T, H, D]."""
         raise NotImplementedError

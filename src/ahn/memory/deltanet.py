@@ -26,8 +26,11 @@ class DeltaNet(MemoryModule):
         self.o_norm.weight = nn.Parameter(torch.ones(head_dim, **factory))
         self.o_proj = GroupLinear(num_heads, head_dim, **factory)
 
-    def token_gates(self, x):
-        return self.b_proj(x).float().sigmoid().unsqueeze(-1)  # [B, T, H, 1]
+    def input_projections(self):
+        return [self.b_proj, self.g_proj]
+
+    def gates(self, z):
+        return z.sigmoid()  # [B, T, H, 1]: beta
 
     def recur(self, q, k, v, gates, initial_state):
         kernel = (
@@ -45,7 +48,6 @@ class DeltaNet(MemoryModule):
             use_qk_l2norm_in_kernel=True,
         )
 
-    def readout(self, r, x):
-        gate = F.silu(self.g_proj(x).float()).unsqueeze(-1)  # [B, T, H, 1]
-        o = rms_norm(r, self.o_norm.weight, self.norm_eps).float() * gate
+    def readout(self, r, gate):
+        o = rms_norm(r, self.o_norm.weight, self.norm_eps).float() * F.silu(gate).unsqueeze(-1)
         return self.o_proj(o.to(r.dtype))

@@ -37,9 +37,12 @@ class GatedDeltaNet(MemoryModule):
         for p in (self.A_log, self.D, self.dt_bias):
             p._no_weight_decay = True
 
-    def token_gates(self, x):
-        beta = self.b_proj(x).float().sigmoid()  # [B, T, H]
-        g = -self.A_log.float().exp() * F.softplus(self.a_proj(x).float() + self.dt_bias.float())
+    def input_projections(self):
+        return [self.b_proj, self.a_proj, self.g_proj]
+
+    def gates(self, z):
+        beta = z[..., 0].sigmoid()  # [B, T, H]
+        g = -self.A_log.float().exp() * F.softplus(z[..., 1] + self.dt_bias.float())
         return torch.stack([beta, g], dim=-1)  # [B, T, H, 2]
 
     def recur(self, q, k, v, gates, initial_state):
@@ -59,7 +62,6 @@ class GatedDeltaNet(MemoryModule):
             use_qk_l2norm_in_kernel=True,
         )
 
-    def readout(self, r, x):
-        gate = F.silu(self.g_proj(x).float()).unsqueeze(-1)  # [B, T, H, 1]
-        o = rms_norm(r, self.o_norm.weight, self.norm_eps).float() * gate
+    def readout(self, r, gate):
+        o = rms_norm(r, self.o_norm.weight, self.norm_eps).float() * F.silu(gate).unsqueeze(-1)
         return self.o_proj(o.to(r.dtype))

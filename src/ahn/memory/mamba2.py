@@ -40,9 +40,11 @@ class Mamba2(MemoryModule):
         for p in (self.A_log, self.dt_bias):
             p._no_weight_decay = True
 
-    def token_gates(self, x):
-        dt = F.softplus(self.dt_proj(x).float() + self.dt_bias.float())  # [B, T, H]
-        return dt.unsqueeze(-1)
+    def input_projections(self):
+        return [self.dt_proj, self.g_proj]
+
+    def gates(self, z):
+        return F.softplus(z + self.dt_bias.float()[:, None])  # [B, T, H, 1]: dt
 
     def recur(self, q, k, v, gates, initial_state):
         # M_j = exp(dt_j A) M_{j-1} + dt_j k_j v_j^T and r_t = M^T q_t is Mamba2's scan with
@@ -61,8 +63,8 @@ class Mamba2(MemoryModule):
         )
         return r, final_t.transpose(-1, -2)
 
-    def readout(self, r, x):
+    def readout(self, r, gate):
         B, T, H, D = r.shape
-        gated = r.float() * F.silu(self.g_proj(x).float()).unsqueeze(-1)  # [B, T, H, D]
+        gated = r.float() * F.silu(gate).unsqueeze(-1)  # [B, T, H, D]
         o = rms_norm(gated.reshape(B, T, H * D), self.norm.weight, self.norm_eps)
         return self.o_proj(o.reshape(B, T, H, D).to(r.dtype))
