@@ -24,6 +24,17 @@ def tokenizer():
 
 
 @pytest.fixture(scope="session")
+def chat_tokenizer():
+    """The character tokenizer with a minimal chat template."""
+    tok = char_tokenizer()
+    tok.chat_template = (
+        "{% for m in messages %}<|user|>{{ m['content'] }}{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
+    return tok
+
+
+@pytest.fixture(scope="session")
 def tiny_base_dir(tmp_path_factory, tokenizer):
     """A random 2-layer Qwen2 with the character tokenizer, saved like a hub checkpoint."""
     from transformers import Qwen2Config, Qwen2ForCausalLM

@@ -33,6 +33,17 @@ def test_longbench_classification_takes_the_first_line(tokenizer):
     assert _score(sample, "City or Country", tokenizer) == 0.5
 
 
+def test_chat_template_where_the_official_code_uses_it(chat_tokenizer):
+    (qa,) = benchmarks.load("longbench:hotpotqa", FIXTURES / "longbench", chat_tokenizer, 4096, 1)
+    assert chat_tokenizer.decode(qa.input_ids).startswith("<|user|>Answer the question")
+    (trec,) = benchmarks.load("longbench:trec", FIXTURES / "longbench", chat_tokenizer, 4096)
+    assert "<|user|>" not in chat_tokenizer.decode(trec.input_ids)
+    (off,) = benchmarks.load(
+        "longbench:hotpotqa", FIXTURES / "longbench", chat_tokenizer, 4096, 1, chat=False
+    )
+    assert "<|user|>" not in chat_tokenizer.decode(off.input_ids)
+
+
 def test_longbench_e_reads_the_e_file(tokenizer):
     (sample,) = benchmarks.load("longbench_e:trec", FIXTURES / "longbench", tokenizer, 4096)
     assert sample.meta["length"] == 5200

@@ -45,6 +45,15 @@ def test_multiquery_and_variable_tracking_answers(tokenizer):
     assert all(first < vt.prompt.index(f"VAR {name} = VAR") for name in vt.answers[1:])
 
 
+def test_chat_template_wraps_the_question_not_the_answer_prefix(chat_tokenizer):
+    wrapped = synthetic.generate("passkey", chat_tokenizer, length=800)
+    assert wrapped.prompt.startswith("<|user|>There is an important info")
+    assert wrapped.prompt.endswith("What is the pass key?<|assistant|>The pass key is")
+    plain = synthetic.generate("passkey", chat_tokenizer, length=800, chat=False)
+    assert plain.prompt.endswith("What is the pass key? The pass key is")
+    assert wrapped.answers == plain.answers
+
+
 def test_copy_task_on_ids():
     sample = synthetic.generate("copy", length=300, depth=0.25, vocab_size=50)
     assert len(sample.input_ids) == 300 - sample.max_new_tokens

@@ -7,6 +7,8 @@ import argparse
 from ahn.config import MODES
 from ahn.eval.flops import parse_length
 
+CHAT = {"auto": None, "on": True, "off": False}
+
 
 def _csv(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
@@ -27,6 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, help="override the generation length")
     parser.add_argument("--nll-bucket", type=int, help="positions per NLL bucket")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--chat",
+        choices=CHAT,
+        default="auto",
+        help="chat template (auto: if the tokenizer has one)",
+    )
     parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
     parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
 
@@ -74,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         data=args.data,
         max_new_tokens=args.max_new_tokens,
         nll_bucket=args.nll_bucket,
+        chat=CHAT[args.chat],
     )
     tokenizer, model = load_model(
         args.base, args.ahn, args.window, args.sinks, args.device, args.dtype

@@ -40,6 +40,7 @@ class EvalConfig:
             text file of the synthetic tasks that need one.
         max_new_tokens: override every task's generation length.
         nll_bucket: positions per NLL bucket (default length // 32).
+        chat: wrap prompts in the tokenizer's chat template (`None`: when it has one).
     """
 
     tasks: list[str]
@@ -54,6 +55,7 @@ class EvalConfig:
     max_new_tokens: int | None = None
     nll_bucket: int | None = None
     text_key: str = "text"
+    chat: bool | None = None
 
     def __post_init__(self) -> None:
         for task in self.tasks:
@@ -168,7 +170,10 @@ def _items(model, tokenizer, config: EvalConfig) -> Iterator[tuple[dict, callabl
             if task == "nll":
                 yield from _nll_items(model, tokenizer, config, length)
             elif benchmarks.is_benchmark(task):
-                for sample in benchmarks.load(task, config.data, tokenizer, length, config.samples):
+                loaded = benchmarks.load(
+                    task, config.data, tokenizer, length, config.samples, config.chat
+                )
+                for sample in loaded:
                     _override(sample, config)
                     ident = {"task": task, "length": length, "depth": None, "index": sample.index}
                     yield ident, _bind(_generate, model, tokenizer, sample)
@@ -196,7 +201,7 @@ def _lazy_sample(model, tokenizer, config, ident, haystack, vocab):
         if not made:
             sample = synthetic.generate(
                 ident["task"], tokenizer, ident["length"], ident["depth"], ident["index"],
-                config.seed, haystack_text=haystack, vocab_size=vocab,
+                config.seed, haystack_text=haystack, vocab_size=vocab, chat=config.chat,
             )  # fmt: skip
             _override(sample, config)
             made.append(sample)

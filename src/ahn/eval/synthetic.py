@@ -20,8 +20,8 @@ NIAH_TEMPLATE = (
     "Some special magic {kind} are hidden within the following text. Make sure to memorize it. "
     "I will quiz you about the {kind} afterwards.\n{context}\n"
     "What are all the special magic {kind} for {query} mentioned in the provided text?"
-    " The special magic {kind} for {query} mentioned in the provided text are"
 )
+NIAH_ANSWER = " The special magic {kind} for {query} mentioned in the provided text are"
 NEEDLE = "One of the special magic {kind} for {key} is: {value}."
 PASSKEY_TASK = (
     "There is an important info hidden inside a lot of irrelevant text. Find it and memorize "
@@ -30,13 +30,17 @@ PASSKEY_TASK = (
 VT_TEMPLATE = (
     "Memorize and track the chain(s) of variable assignment hidden in the following text.\n\n"
     "{context}\nQuestion: Find all variables that are assigned the value {value} in the text "
-    "above. Answer: According to the chain(s) of variable assignment in the text above, "
+    "above."
+)
+VT_ANSWER = (
+    " Answer: According to the chain(s) of variable assignment in the text above, "
     "{n} variables are assigned the value {value}, they are: "
 )
 KV_TEMPLATE = (
     "Extract the value corresponding to the specified key in the JSON object below.\n\n"
-    'JSON data:\n{context}\n\nKey: "{key}"\nThe value associated with the specified key is: '
+    'JSON data:\n{context}\n\nKey: "{key}"\n'
 )
+KV_ANSWER = "The value associated with the specified key is: "
 
 
 @dataclass
@@ -68,7 +72,8 @@ class Sample:
 @dataclass(frozen=True)
 class TextTask:
     """A text task: `draft(rng, depth, units, kind, taken)` returns `(build, answers)`, where
-    `build(n)` is the prompt with `n` haystack units and `units(n)` the first `n` units."""
+    `build(n)` gives the (question, answer prefix) with `n` haystack units and `units(n)` the
+    first `n` units."""
 
     draft: Callable
     metric: str = "string_match_all"
@@ -127,7 +132,8 @@ def _niah(n_keys: int = 1, n_values: int = 1, n_queries: int = 1, key_kind: str 
 
         def build(n: int) -> str:
             context = " ".join(hs.insert_at_depths(units(n), needles, depths))
-            return NIAH_TEMPLATE.format(kind=kind, context=context, query=query)
+            question = NIAH_TEMPLATE.format(kind=kind, context=context, query=query)
+            return question, NIAH_ANSWER.format(kind=kind, query=query)
 
         return build, answers
 
@@ -140,7 +146,7 @@ def _passkey(rng: random.Random, depth: float, units, kind: str, taken: set[str]
 
     def build(n: int) -> str:
         context = " ".join(hs.insert_at_depths(units(n), [info], [depth]))
-        return f"{PASSKEY_TASK} {context}\nWhat is the pass key? The pass key is"
+        return f"{PASSKEY_TASK} {context}\nWhat is the pass key?", " The pass key is"
 
     return build, [passkey]
 
@@ -161,7 +167,8 @@ def _variable_tracking(hops: int = 4):
 
         def build(n: int) -> str:
             context = " ".join(hs.insert_at_depths(units(n), chain, depths))
-            return VT_TEMPLATE.format(context=context, value=value, n=len(names))
+            question = VT_TEMPLATE.format(context=context, value=value)
+            return question, VT_ANSWER.format(value=value, n=len(names))
 
         return build, names
 
@@ -177,7 +184,7 @@ def _kv_retrieval(rng: random.Random, depth: float, units, kind: str, taken: set
         while len(pairs) < n:
             pairs.append(json.dumps(hs.uuid_value(rng)) + ": " + json.dumps(hs.uuid_value(rng)))
         items = hs.insert_at_depths(pairs[:n], [f"{json.dumps(key)}: {json.dumps(value)}"], [depth])
-        return KV_TEMPLATE.format(context="{" + ", ".join(items) + "}", key=key)
+        return KV_TEMPLATE.format(context="{" + ", ".join(items) + "}", key=key), KV_ANSWER
 
     return build, [value]
 
@@ -206,6 +213,16 @@ def _count_tokens(tokenizer) -> Callable[[str], int]:
     return lambda text: len(tokenizer.encode(text))
 
 
+def _chat_wrapper(tokenizer, chat: bool | None) -> Callable[[str, str], str]:
+    if chat is None:
+        chat = bool(getattr(tokenizer, "chat_template", None))
+    if not chat:
+        return lambda question, answer_prefix: question + answer_prefix
+    from ahn.eval.benchmarks.common import chat_prompt
+
+    return lambda question, answer_prefix: chat_prompt(tokenizer, question) + answer_prefix.lstrip()
+
+
 def _essay_units(text: str | None) -> list[str] | None:
     if text is None:
         return None
@@ -221,6 +238,7 @@ def generate(
     seed: int = 42,
     haystack_text: str | None = None,
     vocab_size: int | None = None,
+    chat: bool | None = None,
 ) -> Sample:
     """One sample of `task` with a prompt of at most `length - max_new_tokens` tokens.
 
@@ -232,6 +250,8 @@ def generate(
         index, seed: identify the sample; the same arguments give the same sample.
         haystack_text: a long text whose sentences form the "essay" haystack.
         vocab_size: ids are drawn below it (token tasks).
+        chat: put the question in a user turn of the tokenizer's chat template and the answer
+            prefix after it, as RULER does for chat models (`None`: when it has a template).
     Returns:
         a `Sample`.
     """
@@ -251,7 +271,8 @@ def generate(
     units = HAYSTACKS[spec.haystack](rng, _essay_units(haystack_text), spec.kind, taken)
     build, answers = spec.draft(rng, depth, units, spec.kind, taken)
     target = length - spec.max_new_tokens
-    prompt, n_units = hs.fit_to_length(build, _count_tokens(tokenizer), target)
+    wrap = _chat_wrapper(tokenizer, chat)
+    prompt, n_units = hs.fit_to_length(lambda n: wrap(*build(n)), _count_tokens(tokenizer), target)
     return Sample(
         task=task,
         index=index,

@@ -46,16 +46,24 @@ def read_jsonl(path: Path, limit: int | None = None) -> list[dict]:
     return records
 
 
-def load(task: str, data: str | Path, tokenizer, length: int, limit: int | None = None):
+def load(
+    task: str,
+    data: str | Path,
+    tokenizer,
+    length: int,
+    limit: int | None = None,
+    chat: bool | None = None,
+):
     """`Sample`s of a benchmark dataset, prompts built and truncated to `length` tokens.
 
     Args:
         task: "<benchmark>:<dataset>".
         data: the jsonl file, or a folder containing the official file name.
-        tokenizer: the model's tokenizer; its chat template is applied when it has one
-            (except where the benchmark's code does not, e.g. LongBench's few-shot tasks).
+        tokenizer: the model's tokenizer.
         length: the truncation length (max prompt tokens).
         limit: read at most this many records.
+        chat: wrap prompts in the tokenizer's chat template (`None`: when it has one), except
+            where the benchmark's code never does (LongBench's few-shot and code tasks).
     """
     bench, dataset = _split(task)
     if bench is None or not bench.knows(dataset):
@@ -66,7 +74,9 @@ def load(task: str, data: str | Path, tokenizer, length: int, limit: int | None 
     if not path.is_file():
         raise FileNotFoundError(f"{task}: no file {path} (expected {bench.file_name(dataset)})")
     records = read_jsonl(path, limit)
-    return [bench.sample(task, dataset, i, r, tokenizer, length) for i, r in enumerate(records)]
+    return [
+        bench.sample(task, dataset, i, r, tokenizer, length, chat) for i, r in enumerate(records)
+    ]
 
 
 def score(sample, new_ids: list[int], tokenizer) -> tuple[float, str]:

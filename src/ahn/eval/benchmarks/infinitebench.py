@@ -144,11 +144,11 @@ class InfiniteBench:
     def file_name(self, dataset: str) -> str:
         return f"{dataset}.jsonl"
 
-    def sample(self, task, dataset, index, record, tokenizer, length):
+    def sample(self, task, dataset, index, record, tokenizer, length, chat_template=None):
         ids = truncate_tokens(
             tokenizer.encode(PROMPTS[dataset].format(**_fields(dataset, record))), length
         )
-        prompt = chat(tokenizer, tokenizer.decode(ids))
+        prompt = chat(tokenizer, tokenizer.decode(ids), chat_template)
         answer = record["answer"] if isinstance(record["answer"], list) else [record["answer"]]
         sample = make_sample(
             task, index, length, prompt, tokenizer, answer, MAX_NEW_TOKENS[dataset], {}

@@ -50,10 +50,10 @@ class LongBench:
     def file_name(self, dataset: str) -> str:
         return f"{dataset}{self.suffix}.jsonl"
 
-    def sample(self, task, dataset, index, record, tokenizer, length):
+    def sample(self, task, dataset, index, record, tokenizer, length, chat_template=None):
         prompt = truncate_middle(tokenizer, PROMPTS[dataset].format(**record), length)
         if dataset not in NO_CHAT:
-            prompt = chat(tokenizer, prompt)
+            prompt = chat(tokenizer, prompt, chat_template)
         sample = make_sample(
             task, index, length, prompt, tokenizer, record["answers"], MAX_NEW_TOKENS[dataset],
             {"all_classes": record.get("all_classes"), "length": record.get("length")},

@@ -90,9 +90,10 @@ class LVEval:
     def file_name(self, dataset: str) -> str:
         return f"{dataset}.jsonl"
 
-    def sample(self, task, dataset, index, record, tokenizer, length):
+    def sample(self, task, dataset, index, record, tokenizer, length, chat_template=None):
         name, _ = split_level(dataset)
-        prompt = chat(tokenizer, truncate_middle(tokenizer, PROMPTS[name].format(**record), length))
+        prompt = truncate_middle(tokenizer, PROMPTS[name].format(**record), length)
+        prompt = chat(tokenizer, prompt, chat_template)
         meta = {"gold_ans": record.get("answer_keywords"), "length": record.get("length")}
         return make_sample(
             task, index, length, prompt, tokenizer, record["answers"], MAX_NEW_TOKENS[name], meta
