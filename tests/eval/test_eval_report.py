@@ -26,12 +26,13 @@ def test_aggregate_means_depths_groups_and_cost():
     assert list(results["efficiency"]) == ["full", "ahn"]
     assert results["efficiency"]["full"] == {
         "items": 2, "wall_s": 4.0, "tokens_per_s": 100.0, "peak_memory_bytes": None,
-        "cache_bytes": 8192,
+        "cache_bytes": 8192, "cache_bytes_by_length": {"512": 8192},
     }  # fmt: skip
     text = report.markdown(results)
     assert "| full | 50.00 | 50.00 |" in text
     assert "| ahn | 50.00 |" in text and "4-8k" in text
     assert "| full | 2 | 4.00 | 100.0 | - | 8.0 KiB |" in text
+    assert "| ahn | 1.0 KiB |" in text  # cache by length
 
 
 def test_nll_curves_average_bucket_sums():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ahn.config import MODES
 from ahn.eval.flops import parse_length
@@ -84,6 +85,12 @@ def run(args: argparse.Namespace) -> int:
         nll_bucket=args.nll_bucket,
         chat=CHAT[args.chat],
     )
+    if args.ahn is None and "ahn" in config.methods:
+        print(
+            "ahn eval: no --ahn checkpoint: the fresh AHN has a zero output projection, "
+            "so 'ahn' computes exactly what 'sliding' does",
+            file=sys.stderr,
+        )
     tokenizer, model = load_model(
         args.base, args.ahn, args.window, args.sinks, args.device, args.dtype
     )

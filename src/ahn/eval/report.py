@@ -26,7 +26,7 @@ def aggregate(records: list[dict], window: int, sinks: int) -> dict:
          "by_group": {task: {method: {group: mean}}}  (LongBench-E's length groups),
          "nll": {length: {method: {"position": [...], "nll": [...]}}},
          "efficiency": {method: {"items", "wall_s", "tokens_per_s", "peak_memory_bytes",
-                                 "cache_bytes"}}}
+                                 "cache_bytes", "cache_bytes_by_length": {length: max}}}}
         (lengths and depths as strings: json keys).
     """
     scores = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
@@ -47,6 +47,8 @@ def aggregate(records: list[dict], window: int, sinks: int) -> dict:
         for name in ("wall_s", "tokens_per_s", "peak_memory_bytes", "cache_bytes"):
             if r.get(name) is not None:
                 cost[method][name].append(r[name])
+        if r.get("cache_bytes") is not None:
+            cost[method][f"cache@{length}"].append(r["cache_bytes"])
     return {
         "window": window,
         "sinks": sinks,
@@ -91,6 +93,9 @@ def _cost(values: dict, method: str, records: list[dict]) -> dict:
         "tokens_per_s": _mean(values["tokens_per_s"]),
         "peak_memory_bytes": max(values["peak_memory_bytes"], default=None),
         "cache_bytes": max(values["cache_bytes"], default=None),
+        "cache_bytes_by_length": {
+            key.split("@")[1]: max(v) for key, v in values.items() if key.startswith("cache@")
+        },
     }
 
 
@@ -142,7 +147,17 @@ def markdown(results: dict) -> str:
              _bytes(c["peak_memory_bytes"]), _bytes(c["cache_bytes"])])
         for m, c in results["efficiency"].items()
     ]  # fmt: skip
-    return "\n".join(lines + _table("Measured cost", columns, rows)) + "\n"
+    lines += _table("Measured cost", columns, rows)
+    lengths = _by_length(
+        {n for c in results["efficiency"].values() for n in c["cache_bytes_by_length"]}
+    )
+    if lengths:
+        rows = [
+            (m, [_bytes(c["cache_bytes_by_length"].get(n)) for n in lengths])
+            for m, c in results["efficiency"].items()
+        ]
+        lines += _table("Cache held after generation, by length", lengths, rows)
+    return "\n".join(lines) + "\n"
 
 
 def plots(results: dict, out: Path) -> list[Path]:
