@@ -8,6 +8,7 @@ from conftest import tiny_qwen2
 from safetensors.torch import load_file
 
 import ahn
+from ahn.cli import main
 from ahn.train import TrainConfig, evaluate_kl, train
 from ahn.train.checkpoint import latest_checkpoint
 
@@ -134,3 +135,38 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
 
 def without_timing(record):
     return {k: v for k, v in record.items() if k not in ("seconds", "tokens_per_s")}
+
+
+def counted_base(calls):
+    model = sharp_base()
+    model.model.layers[1].mlp.register_forward_pre_hook(lambda *_: calls.append(1))
+    return model
+
+
+def test_gradient_checkpointing_gives_the_same_weights(tmp_path):
+    calls_plain, calls_checkpointed = [], []
+    config = small_run(tmp_path / "a", steps=2)
+    plain = train(config, model=counted_base(calls_plain), data=small_data())
+    config = small_run(tmp_path / "b", steps=2, gradient_checkpointing=True)
+    checkpointed = train(config, model=counted_base(calls_checkpointed), data=small_data())
+    assert (len(calls_plain), len(calls_checkpointed)) == (4, 6)  # teacher, student, recompute
+    for name, value in ahn_state(plain).items():
+        torch.testing.assert_close(ahn_state(checkpointed)[name], value, rtol=1e-5, atol=1e-7)
+
+
+def test_bfloat16_base_trains_float32_ahn(tmp_path, base_dir):
+    config = small_run(tmp_path, steps=2, base=str(base_dir), dtype="bfloat16")
+    model = train(config, data=[[1 + i % 50] * 64 for i in range(4)])
+    assert all(p.dtype == torch.float32 for _, p in ahn.trainable_parameters(model))
+    assert model.lm_head.weight.dtype == torch.bfloat16
+    assert all(torch.isfinite(p).all() for _, p in ahn.trainable_parameters(model))
+
+
+def test_cli_reports_bad_data_with_its_line(tmp_path, base_dir, capsys):
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"text": "hello"}\n{"text": 3}\n')
+    argv = ["train", "--base", str(base_dir), "--data", str(data), "--output", str(tmp_path / "o")]
+    assert main([*argv, "--seq-len", "64"]) == 2
+    assert "d.jsonl:2: text must be a string" in capsys.readouterr().err
+    assert main([*argv, "--seq-len", "64", "--train-window", "fixed", "--window", "64"]) == 2
+    assert "--train-window fixed" in capsys.readouterr().err

@@ -19,6 +19,7 @@ class DistEnv:
     rank: int = 0
     world: int = 1
     device: torch.device = torch.device("cpu")
+    owns_group: bool = False  # we created the process group, so we end it
 
     @property
     def is_main(self) -> bool:
@@ -36,11 +37,19 @@ def init_distributed(device: str | None = None) -> DistEnv:
         device = torch.device("cuda", local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    if world > 1 and not dist.is_initialized():
+    owns_group = world > 1 and not dist.is_initialized()
+    if owns_group:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     rank = dist.get_rank() if dist.is_initialized() else 0
     world = dist.get_world_size() if dist.is_initialized() else 1
-    return DistEnv(rank=rank, world=world, device=device)
+    return DistEnv(rank=rank, world=world, device=device, owns_group=owns_group)
+
+
+def finish(env: DistEnv) -> None:
+    """Wait for every rank; end the process group if `init_distributed` created it."""
+    barrier()
+    if env.owns_group:
+        dist.destroy_process_group()
 
 
 def all_reduce_sum(tensors: list[torch.Tensor]) -> None:

@@ -29,6 +29,7 @@ from ahn.train.distributed import (
     all_reduce_sum,
     barrier,
     broadcast_from_main,
+    finish,
     init_distributed,
 )
 from ahn.train.evaluate import hidden_states
@@ -91,7 +92,7 @@ def train(
         logger.close()
     if env.is_main:
         ckpt.save_ahn_into(model, output)
-    barrier()
+    finish(env)
     return model
 
 
@@ -110,8 +111,16 @@ def prepare_model(config: TrainConfig, env: DistEnv, model, tokenizer):
     for _, param in ahn.trainable_parameters(model):
         param.data = param.data.float()
     if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        _enable_checkpointing(model)
     return model, tokenizer
+
+
+def _enable_checkpointing(model) -> None:
+    kwargs = {"use_reentrant": False}  # the frozen base's inputs need no grad
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.24
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def _is_augmented(model) -> bool:
@@ -184,13 +193,15 @@ def train_step(model, optimizer, params, batch, step, config: TrainConfig, env: 
         positions = loss_positions(targets, sinks, window)
         if not positions.any():
             continue
+        # backward inside the contexts too: checkpointed layers recompute in the same setting
         with _autocast(config, env), ahn.window(model, window=window, sinks=sinks):
             h_teacher = _teacher_hidden(model, input_ids) if kl_weight else None
-            h_student = hidden_states(model, input_ids, "ahn")
+            h_student = _student_hidden(model, input_ids, config.gradient_checkpointing)
             part = distill_sums(
                 model.lm_head, h_student, h_teacher, input_ids, positions, config.logit_chunk
             )
-        (_weighted(part, config) / n_global).backward()
+            with ahn.mode(model, "ahn"):
+                (_weighted(part, config) / n_global).backward()
         sums += part.detach().cpu()
     grad_norm = _sync_and_step(optimizer, params, sums, config, enabled=n_global > 0)
     seconds = time.perf_counter() - start
@@ -238,6 +249,16 @@ def _sync_and_step(
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return grad_norm
+
+
+def _student_hidden(model, input_ids: torch.Tensor, checkpointed: bool) -> torch.Tensor:
+    # transformers recomputes layers only in train mode; the teacher stays in eval mode
+    was_training = model.training
+    model.train(checkpointed or was_training)
+    try:
+        return hidden_states(model, input_ids, "ahn")
+    finally:
+        model.train(was_training)
 
 
 @torch.no_grad()
