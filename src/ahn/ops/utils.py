@@ -80,3 +80,47 @@ def fast_path(module: str, name: str, *tensors: torch.Tensor | None):
         return getattr(importlib.import_module(module), name)
     except ImportError:
         return None
+
+
+def diagonal_blocks(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The `size x size` diagonal blocks of x `[..., n, n]`: a view `[..., n/size, size, size]`."""
+    nb = x.shape[-1] // size
+    blocks = x.unflatten(-2, (nb, size)).unflatten(-1, (nb, size))  # [..., nb, size, nb, size]
+    return blocks.diagonal(dim1=-4, dim2=-2).movedim(-1, -3)
+
+
+def unit_tril_inverse(L: torch.Tensor) -> torch.Tensor:
+    """`(I + L)^{-1}` for strictly lower-triangular `L` `[..., n, n]`, n a power of two.
+
+    Block doubling: with the inverses of the two diagonal halves of every `2b x 2b` diagonal
+    block known, the block's lower-left part is `-D^{-1} C A^{-1}`. `log2(n)` levels of batched
+    matmuls, about `n^3 / 3` flops, no Python loop over rows.
+    """
+    n = L.shape[-1]
+    if n & (n - 1):
+        raise ValueError(f"unit_tril_inverse needs a power-of-two size, got {n}")
+    T = torch.eye(n, dtype=L.dtype, device=L.device).expand_as(L).clone()
+    b = 1
+    while b < n:
+        Tb, Lb = diagonal_blocks(T, 2 * b), diagonal_blocks(L, 2 * b)
+        Tb[..., b:, :b] = -(Tb[..., b:, b:] @ Lb[..., b:, :b]) @ Tb[..., :b, :b]
+        b *= 2
+    return T
+
+
+def to_chunks(x: torch.Tensor, chunk_size: int) -> torch.Tensor:
+    """`[B, T, H, ...]` -> `[N, B * H, C, ...]`, zero-padded at the end to `N * C` tokens."""
+    B, T, H = x.shape[:3]
+    N = -(-T // chunk_size)
+    pad = N * chunk_size - T
+    if pad:
+        x = torch.cat([x, x.new_zeros(B, pad, *x.shape[2:])], dim=1)
+    x = x.reshape(B, N, chunk_size, H, *x.shape[3:]).movedim(3, 1)  # [B, H, N, C, ...]
+    return x.flatten(0, 1).transpose(0, 1).contiguous()
+
+
+def from_chunks(x: torch.Tensor, B: int, T: int) -> torch.Tensor:
+    """Inverse of `to_chunks`: `[N, B * H, C, ...]` -> `[B, T, H, ...]`, padding dropped."""
+    N, BH, C = x.shape[:3]
+    x = x.transpose(0, 1).reshape(B, BH // B, N * C, *x.shape[3:])  # [B, H, N * C, ...]
+    return x.transpose(1, 2)[:, :T].contiguous()

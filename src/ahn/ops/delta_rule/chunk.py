@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ahn.ops.gated_delta_rule.fused_recurrent import recurrent_gated_delta_rule
+from ahn.ops.gated_delta_rule.chunk import chunk_gated_delta_rule_fwd
 from ahn.ops.utils import check_delta_inputs, fast_path
 
 
@@ -39,6 +39,6 @@ def chunk_delta_rule(
         )  # fmt: skip
     check_delta_inputs(q, k, v, None, beta, initial_state)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    return recurrent_gated_delta_rule(
+    return chunk_gated_delta_rule_fwd(
         q, k, v, None, beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel
     )
