@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
+
 METHOD_ORDER = ("full", "sliding", "ahn")
 
 
@@ -170,7 +172,9 @@ def plots(results: dict, out: Path) -> list[Path]:
     written = []
     tasks = [t for t in results["scores"] if t != "nll"]
     if tasks:
-        fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.2), squeeze=False)
+        fig, axes = plt.subplots(
+            1, len(tasks), figsize=(4 * len(tasks), 3.2), squeeze=False, layout="constrained"
+        )
         for ax, task in zip(axes[0], tasks, strict=True):
             for method in _ordered(results["scores"][task]):
                 by_len = results["scores"][task][method]
@@ -194,7 +198,9 @@ def plots(results: dict, out: Path) -> list[Path]:
 
 def _heatmap(plt, task: str, per_method: dict, path: Path) -> Path:
     methods = _ordered(per_method)
-    fig, axes = plt.subplots(1, len(methods), figsize=(4 * len(methods), 3.2), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(methods), figsize=(4 * len(methods), 3.2), squeeze=False, layout="constrained"
+    )
     for ax, method in zip(axes[0], methods, strict=True):
         lengths = _by_length(per_method[method])
         depths = sorted({d for n in lengths for d in per_method[method][n]}, key=float)
@@ -203,6 +209,8 @@ def _heatmap(plt, task: str, per_method: dict, path: Path) -> Path:
         ax.set(title=f"{task}: {method}", xlabel="length", ylabel="depth")
         ax.set_xticks(range(len(lengths)), lengths)
         ax.set_yticks(range(len(depths)), depths)
+        for (i, j), value in np.ndenumerate(np.array(grid)):
+            ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=8)
     fig.colorbar(image, ax=list(axes[0]))
     return _save(fig, path)
 
