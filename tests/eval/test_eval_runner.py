@@ -64,6 +64,13 @@ def test_ahn_eval_end_to_end(tmp_path, tiny_base_dir, ahn_dir):
     assert main(argv) == 0  # resumed: nothing new is generated
     assert (out / "predictions.jsonl").read_text().splitlines() == lines
 
+    torn = "\n".join(lines[:-1]) + "\n" + lines[-1][:20]  # a crash in the middle of a line
+    (out / "predictions.jsonl").write_text(torn)
+    assert main(argv) == 0
+    redone = (out / "predictions.jsonl").read_text().splitlines()
+    assert redone[:-2] == lines[:-1] and redone[-2] == lines[-1][:20]
+    assert json.loads(redone[-1])["key"] == json.loads(lines[-1])["key"]
+
 
 @pytest.mark.parametrize(
     "kwargs, match",

@@ -255,6 +255,9 @@ def evaluate(model, tokenizer, config: EvalConfig, output_dir: str | Path, progr
     out.mkdir(parents=True, exist_ok=True)
     path = out / "predictions.jsonl"
     records = {r["key"]: r for r in read_records(path)}
+    if path.exists() and not path.read_bytes().endswith(b"\n") and path.stat().st_size:
+        with path.open("a", encoding="utf-8") as f:
+            f.write("\n")  # close a line torn by a crash, so the next record starts clean
     rt = runtime_of(model)
     window = rt.window if config.window is None else config.window
     sinks = rt.sinks if config.sinks is None else config.sinks
