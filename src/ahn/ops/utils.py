@@ -82,6 +82,17 @@ def fast_path(module: str, name: str, *tensors: torch.Tensor | None):
         return None
 
 
+def decay_mask(gc: torch.Tensor, strict: bool) -> torch.Tensor:
+    """`exp(gc_t - gc_j)` where `j < t` (strict) or `j <= t`, else 0: `[..., C]` -> `[..., C, C]`.
+
+    gc is a cumulative log-decay inside a chunk; differences are taken before `exp`, so nothing
+    overflows however strong the decay.
+    """
+    C = gc.shape[-1]
+    keep = torch.ones(C, C, dtype=torch.bool, device=gc.device).tril(-1 if strict else 0)
+    return (gc[..., :, None] - gc[..., None, :]).masked_fill(~keep, float("-inf")).exp()
+
+
 def diagonal_blocks(x: torch.Tensor, size: int) -> torch.Tensor:
     """The `size x size` diagonal blocks of x `[..., n, n]`: a view `[..., n/size, size, size]`."""
     nb = x.shape[-1] // size

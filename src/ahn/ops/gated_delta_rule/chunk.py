@@ -19,6 +19,7 @@ import torch
 
 from ahn.ops.utils import (
     check_delta_inputs,
+    decay_mask,
     fast_path,
     from_chunks,
     l2norm,
@@ -30,17 +31,10 @@ from ahn.ops.utils import (
 CHUNK_SIZE = 64
 
 
-def _decay_mask(gc: torch.Tensor, strict: bool) -> torch.Tensor:
-    """`exp(gc_t - gc_j)` for `j < t` (strict) or `j <= t`, zero elsewhere. `[..., C, C]`."""
-    C = gc.shape[-1]
-    keep = torch.ones(C, C, dtype=torch.bool, device=gc.device).tril(-1 if strict else 0)
-    return (gc[..., :, None] - gc[..., None, :]).masked_fill(~keep, float("-inf")).exp()
-
-
 def _wy(k, v, gc, beta):
     """The chunk-local WY pieces. Returns `(kk, Tinv, w, u)`: `k k^T`, `(I + L)^{-1}`, w, u."""
     kk = k @ k.transpose(-1, -2)  # [N, M, C, C]
-    L = kk * _decay_mask(gc, strict=True) * beta[..., :, None]
+    L = kk * decay_mask(gc, strict=True) * beta[..., :, None]
     Tinv = unit_tril_inverse(L)
     w = Tinv @ (k * (beta * gc.exp())[..., None])
     u = Tinv @ (v * beta[..., None])
@@ -66,7 +60,7 @@ def chunk_fwd(q, k, v, g, beta, scale, h0):
         torch.baddbmm(u[n], w[n], h[n], alpha=-1, out=U[n])
         torch.baddbmm(h[n] * decay_end[n], k_end[n], U[n], out=h[n + 1])
     S, h = h[N], h[:N]
-    P = (q @ k.transpose(-1, -2)) * _decay_mask(gc, strict=False)
+    P = (q @ k.transpose(-1, -2)) * decay_mask(gc, strict=False)
     o = scale * ((q * gc.exp()[..., None]) @ h + P @ U)
     return o, S, h, U
 
@@ -79,7 +73,7 @@ def chunk_bwd(q, k, v, g, beta, scale, h, U, do, dS, need_dg):
     N, M, C, K = k.shape
     gc = g.cumsum(-1)
     kk, Tinv, w, u = _wy(k, v, gc, beta)
-    E = _decay_mask(gc, strict=False)
+    E = decay_mask(gc, strict=False)
     qk = q @ k.transpose(-1, -2)
     P = qk * E
     decay, decay_to_end = gc.exp(), (gc[..., -1:] - gc).exp()
