@@ -31,7 +31,8 @@ def test_needle_moves_with_depth(tokenizer):
 
 def test_needle_haystack_distractors_never_reuse_the_query_key(tokenizer):
     sample = synthetic.generate("niah_multikey_2", tokenizer, length=3000, depth=0.5)
-    query = sample.prompt.rsplit("magic numbers for ", 1)[1].split(" mentioned")[0]
+    assert sample.prompt.startswith("A special magic number is hidden")  # singular wording
+    query = sample.prompt.rsplit("magic number for ", 1)[1].split(" mentioned")[0]
     assert sample.prompt.count(f"for {query} is:") == 1
     assert sample.prompt.count("One of the special magic numbers") > 20
 
@@ -71,6 +72,11 @@ def test_scoring_exact_partial_and_tokens(tokenizer):
     assert synthetic.score(sample, tokenizer.encode(half), tokenizer)[0] == 0.5
     copy = synthetic.generate("copy", length=100, vocab_size=20)
     assert synthetic.score(copy, copy.answer_ids[:4] + [99] * 4)[0] == 0.5
+
+
+def test_insert_at_depths_keeps_order_of_ties():
+    out = hs.insert_at_depths(["a", "b", "c", "d"], ["X", "Y", "Z"], [0.5, 0.5, 0.0])
+    assert out == ["Z", "a", "b", "X", "Y", "c", "d"]
 
 
 def test_fit_to_length_finds_the_largest_fit():

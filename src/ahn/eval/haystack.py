@@ -6,6 +6,7 @@ import hashlib
 import random
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
 # RULER's "noise" haystack and the classic passkey filler.
 NOISE = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
@@ -71,11 +72,28 @@ def distinct(kind: str, rng: random.Random, n: int, exclude: set[str] = frozense
 
 
 def insert_at_depths(sentences: list[str], needles: list[str], depths: list[float]) -> list[str]:
-    """Insert each needle before sentence `round(depth * len(sentences))` (0 = start, 1 = end)."""
-    out = list(sentences)
-    for needle, depth in sorted(zip(needles, depths, strict=True), key=lambda x: -x[1]):
-        out.insert(round(depth * len(sentences)), needle)
-    return out
+    """Insert each needle before sentence `round(depth * len(sentences))` (0 = start, 1 = end);
+    needles falling at the same place keep their given order."""
+    places = [round(d * len(sentences)) for d in depths]
+    out, done = [], 0
+    for i in sorted(range(len(needles)), key=lambda i: (places[i], i)):
+        out += sentences[done : places[i]]
+        out.append(needles[i])
+        done = places[i]
+    return out + sentences[done:]
+
+
+@dataclass(frozen=True)
+class Haystack:
+    """Filler text: `units(n)` gives its first `n` units (sentences, needles), joined by `sep`
+    (RULER joins noise and needle haystacks with newlines, essays with spaces)."""
+
+    units: Callable[[int], list[str]]
+    sep: str
+
+    def text(self, n: int, needles: list[str], depths: list[float]) -> str:
+        """`n` units with the needles inserted at their depths, joined."""
+        return self.sep.join(insert_at_depths(self.units(n), needles, depths))
 
 
 def fit_to_length(

@@ -71,9 +71,8 @@ class Sample:
 
 @dataclass(frozen=True)
 class TextTask:
-    """A text task: `draft(rng, depth, units, kind, taken)` returns `(build, answers)`, where
-    `build(n)` gives the (question, answer prefix) with `n` haystack units and `units(n)` the
-    first `n` units."""
+    """A text task: `draft(rng, depth, haystack, kind, taken)` returns `(build, answers)`, where
+    `build(n)` gives the (question, answer prefix) with `n` units of the `Haystack`."""
 
     draft: Callable
     metric: str = "string_match_all"
@@ -82,17 +81,17 @@ class TextTask:
     kind: str = "numbers"  # value kind of the needles of NIAH tasks
 
 
-def _units_noise(rng: random.Random, essay: list[str] | None, kind: str, taken: set[str]):
-    return lambda n: [hs.NOISE] * n
+def _noise(rng: random.Random, essay: list[str] | None, kind: str, taken: set[str]):
+    return hs.Haystack(lambda n: [hs.NOISE] * n, "\n")
 
 
-def _units_essay(rng: random.Random, essay: list[str] | None, kind: str, taken: set[str]):
+def _essay(rng: random.Random, essay: list[str] | None, kind: str, taken: set[str]):
     if not essay:
         raise ValueError("this task needs an essay haystack: pass haystack_text (a long text)")
-    return lambda n: [essay[i % len(essay)] for i in range(n)]
+    return hs.Haystack(lambda n: [essay[i % len(essay)] for i in range(n)], " ")
 
 
-def _units_needle(rng: random.Random, essay: list[str] | None, kind: str, taken: set[str]):
+def _needle(rng: random.Random, essay: list[str] | None, kind: str, taken: set[str]):
     """Distractor needles: the haystack made of needles with keys not in `taken` (the keys
     of the task's own needles, filled in by its draft), RULER's "needle" haystack."""
     made: list[str] = []
@@ -106,17 +105,19 @@ def _units_needle(rng: random.Random, essay: list[str] | None, kind: str, taken:
             made.append(NEEDLE.format(kind=kind, key=key, value=value))
         return made[:n]
 
-    return units
+    return hs.Haystack(units, "\n")
 
 
-HAYSTACKS = {"noise": _units_noise, "essay": _units_essay, "needle": _units_needle}
+HAYSTACKS = {"noise": _noise, "essay": _essay, "needle": _needle}
 
 
 def _niah(n_keys: int = 1, n_values: int = 1, n_queries: int = 1, key_kind: str = "words"):
     """RULER NIAH: `n_keys` keys (distractors beyond the queried ones), `n_values` values per
-    queried key, `n_queries` keys asked for. The first needle sits at `depth`."""
+    queried key, `n_queries` keys asked for. The first needle sits at `depth`. With a single
+    answer the question is in the singular, as RULER words it."""
+    singular = n_values * n_queries == 1
 
-    def draft(rng: random.Random, depth: float, units, kind: str, taken: set[str]):
+    def draft(rng: random.Random, depth: float, hay: hs.Haystack, kind: str, taken: set[str]):
         keys = hs.distinct(key_kind, rng, max(n_keys, n_queries))
         taken.update(keys)
         values = [hs.distinct(kind, rng, n_values) for _ in keys]
@@ -130,8 +131,13 @@ def _niah(n_keys: int = 1, n_values: int = 1, n_queries: int = 1, key_kind: str 
         query = queried[0] if n_queries == 1 else ", ".join(queried[:-1]) + ", and " + queried[-1]
         answers = [v for vs in values[:n_queries] for v in vs]
 
-        def build(n: int) -> str:
-            context = " ".join(hs.insert_at_depths(units(n), needles, depths))
+        def build(n: int) -> tuple[str, str]:
+            context = hay.text(n, needles, depths)
+            if singular:
+                question = _singular(NIAH_TEMPLATE).format(
+                    kind=kind[:-1], context=context, query=query
+                )
+                return question, _singular(NIAH_ANSWER).format(kind=kind[:-1], query=query)
             question = NIAH_TEMPLATE.format(kind=kind, context=context, query=query)
             return question, NIAH_ANSWER.format(kind=kind, query=query)
 
@@ -140,13 +146,23 @@ def _niah(n_keys: int = 1, n_values: int = 1, n_queries: int = 1, key_kind: str 
     return draft
 
 
-def _passkey(rng: random.Random, depth: float, units, kind: str, taken: set[str]):
+def _singular(template: str) -> str:
+    """RULER's rewording for one answer (its exact, blunt string replacements)."""
+    for plural, one in (("Some", "A"), ("are all", "is"), ("are", "is"), ("answers", "answer")):
+        template = template.replace(plural, one)
+    return template
+
+
+def _passkey(rng: random.Random, depth: float, hay: hs.Haystack, kind: str, taken: set[str]):
+    """The classic prompt (Landmark Attention): task, filler, the key line, filler, question,
+    one per line."""
     passkey = str(rng.randint(1, 50000))
     info = f"The pass key is {passkey}. Remember it. {passkey} is the pass key."
 
-    def build(n: int) -> str:
-        context = " ".join(hs.insert_at_depths(units(n), [info], [depth]))
-        return f"{PASSKEY_TASK} {context}\nWhat is the pass key?", " The pass key is"
+    def build(n: int) -> tuple[str, str]:
+        filler, k = hay.units(n), round(depth * n)
+        lines = [PASSKEY_TASK, " ".join(filler[:k]), info, " ".join(filler[k:])]
+        return "\n".join(lines + ["What is the pass key?"]), " The pass key is"
 
     return build, [passkey]
 
@@ -154,19 +170,19 @@ def _passkey(rng: random.Random, depth: float, units, kind: str, taken: set[str]
 def _variable_tracking(hops: int = 4):
     """RULER vt, one chain: VAR X0 = value, VAR X1 = VAR X0, ...; the first at `depth`."""
 
-    def draft(rng: random.Random, depth: float, units, kind: str, taken: set[str]):
+    def draft(rng: random.Random, depth: float, hay: hs.Haystack, kind: str, taken: set[str]):
         names: list[str] = []
         while len(names) < hops + 1:
             name = "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(5))
             if name not in names:
                 names.append(name)
         value = str(rng.randint(10000, 99999))
-        chain = [f"VAR {names[0]} = {value}."]
-        chain += [f"VAR {names[i]} = VAR {names[i - 1]}." for i in range(1, hops + 1)]
+        chain = [f"VAR {names[0]} = {value}"]
+        chain += [f"VAR {names[i]} = VAR {names[i - 1]} " for i in range(1, hops + 1)]
         depths = sorted([depth] + [rng.uniform(depth, 1.0) for _ in chain[1:]])
 
-        def build(n: int) -> str:
-            context = " ".join(hs.insert_at_depths(units(n), chain, depths))
+        def build(n: int) -> tuple[str, str]:
+            context = hay.text(n, chain, depths)
             question = VT_TEMPLATE.format(context=context, value=value)
             return question, VT_ANSWER.format(value=value, n=len(names))
 
@@ -175,12 +191,12 @@ def _variable_tracking(hops: int = 4):
     return draft
 
 
-def _kv_retrieval(rng: random.Random, depth: float, units, kind: str, taken: set[str]):
+def _kv_retrieval(rng: random.Random, depth: float, hay: hs.Haystack, kind: str, taken: set[str]):
     """LongChat / InfiniteBench style: a JSON object of uuid pairs, one key asked for."""
     key, value = hs.uuid_value(rng), hs.uuid_value(rng)
     pairs: list[str] = []
 
-    def build(n: int) -> str:
+    def build(n: int) -> tuple[str, str]:
         while len(pairs) < n:
             pairs.append(json.dumps(hs.uuid_value(rng)) + ": " + json.dumps(hs.uuid_value(rng)))
         items = hs.insert_at_depths(pairs[:n], [f"{json.dumps(key)}: {json.dumps(value)}"], [depth])
@@ -268,8 +284,8 @@ def generate(
         raise ValueError(f"task {task!r} needs a tokenizer")
     spec = TEXT_TASKS[task]
     taken: set[str] = set()
-    units = HAYSTACKS[spec.haystack](rng, _essay_units(haystack_text), spec.kind, taken)
-    build, answers = spec.draft(rng, depth, units, spec.kind, taken)
+    hay = HAYSTACKS[spec.haystack](rng, _essay_units(haystack_text), spec.kind, taken)
+    build, answers = spec.draft(rng, depth, hay, spec.kind, taken)
     target = length - spec.max_new_tokens
     wrap = _chat_wrapper(tokenizer, chat)
     prompt, n_units = hs.fit_to_length(lambda n: wrap(*build(n)), _count_tokens(tokenizer), target)
