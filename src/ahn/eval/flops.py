@@ -18,6 +18,7 @@ Conventions (those of the AHN paper's Table 1, derived so that Qwen2.5-3B at L =
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +77,15 @@ class ModelShape:
             vocab=config.vocab_size,
             matmul_parameters=unique + (embedding.numel() if tied else 0),
         )
+
+
+@functools.lru_cache(maxsize=16)
+def _shape(config_json: str) -> ModelShape:
+    """`ModelShape` of a config given as json (cached: counting builds a meta-device model)."""
+    from transformers import AutoConfig
+
+    data = json.loads(config_json)
+    return ModelShape.from_config(AutoConfig.for_model(data.pop("model_type"), **data))
 
 
 def load_config(path: str | Path):
@@ -159,7 +169,7 @@ def efficiency(
             raise ValueError(f"{name}={value!r} must be an integer >= {minimum}")
     if isinstance(config, (str, Path)):
         config = load_config(config)
-    shape = config if isinstance(config, ModelShape) else ModelShape.from_config(config)
+    shape = config if isinstance(config, ModelShape) else _shape(config.to_json_string())
     n_aug = shape.n_layers if layers is None else len(layers)
     lossless = sinks + window
     ahn_params = n_aug * MEMORY_PARAMETERS[memory](shape.hidden, shape.n_heads, shape.head_dim)
