@@ -89,6 +89,7 @@ def test_lveval_scores_the_first_answer_with_keywords(tokenizer):
         ("longbook_qa_eng", "Tom", pytest.approx(2 / 3)),
         ("math_find", " 42", 1.0),
         ("math_find", " 17", 0.0),
+        ("math_find", " 42.5", 0.0),
     ],
 )
 def test_infinitebench_official_scoring(tokenizer, dataset, prediction, expected):

@@ -67,11 +67,15 @@ def score_longdialogue_qa_eng(pred: str, label) -> bool:
 
 
 def score_math_find(pred: str, label) -> bool:
+    """The first number of the prediction equals the label (a decimal against an integer
+    label is wrong here; the official code raises on it)."""
     first = re.search(r"\d+\.\d+|\d+", pred)
     if first is None:
         return False
     value = label[0]
-    return (int if isinstance(value, int) else float)(first.group(0)) == value
+    if isinstance(value, int):
+        return first.group(0).isdigit() and int(first.group(0)) == value
+    return float(first.group(0)) == value
 
 
 def score_longbook_choice_eng(pred: str, label) -> bool:
