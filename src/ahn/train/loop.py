@@ -104,7 +104,8 @@ def prepare_model(config: TrainConfig, env: DistEnv, model, tokenizer):
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(config.base, dtype=DTYPES[config.dtype])
-        tokenizer = tokenizer if tokenizer is not None else _load_tokenizer(config.base)
+    if tokenizer is None and config.base is not None:
+        tokenizer = _load_tokenizer(config.base)
     if not _is_augmented(model):
         ahn.augment(model, config.ahn_config())
     model.to(env.device)
@@ -187,22 +188,24 @@ def train_step(model, optimizer, params, batch, step, config: TrainConfig, env: 
         group["lr"] = lr
     n_global = sum(count_positions(s, sinks + window) for s in batch)
     kl_weight = config.loss_weights[0]
-    sums = torch.zeros(3)
+    sums = torch.zeros(3, device=env.device)
     for samples in rank_micro_batches(batch, env.rank, env.world, config.grad_accum):
         input_ids, targets = (t.to(env.device) for t in collate(samples))
         positions = loss_positions(targets, sinks, window)
         if not positions.any():
             continue
-        # backward inside the contexts too: checkpointed layers recompute in the same setting
-        with _autocast(config, env), ahn.window(model, window=window, sinks=sinks):
+        with _autocast(model, env), ahn.window(model, window=window, sinks=sinks):
             h_teacher = _teacher_hidden(model, input_ids) if kl_weight else None
-            h_student = _student_hidden(model, input_ids, config.gradient_checkpointing)
-            part = distill_sums(
-                model.lm_head, h_student, h_teacher, input_ids, positions, config.logit_chunk
-            )
-            with ahn.mode(model, "ahn"):
-                (_weighted(part, config) / n_global).backward()
-        sums += part.detach().cpu()
+            # backward inside the contexts: checkpointed layers recompute in the same setting;
+            # transformers checkpoints layers only in train mode
+            with _train_mode(model, config.gradient_checkpointing):
+                h_student = hidden_states(model, input_ids, "ahn")
+                part = distill_sums(
+                    model.lm_head, h_student, h_teacher, input_ids, positions, config.logit_chunk
+                )
+                with ahn.mode(model, "ahn"):
+                    (_weighted(part, config) / n_global).backward()
+        sums += part.detach()
     grad_norm = _sync_and_step(optimizer, params, sums, config, enabled=n_global > 0)
     seconds = time.perf_counter() - start
     means = sums / n_global if n_global else torch.full_like(sums, float("nan"))
@@ -251,25 +254,28 @@ def _sync_and_step(
     return grad_norm
 
 
-def _student_hidden(model, input_ids: torch.Tensor, checkpointed: bool) -> torch.Tensor:
-    # transformers recomputes layers only in train mode; the teacher stays in eval mode
+@contextlib.contextmanager
+def _train_mode(model, training: bool):
     was_training = model.training
-    model.train(checkpointed or was_training)
+    model.train(training)
     try:
-        return hidden_states(model, input_ids, "ahn")
+        yield
     finally:
         model.train(was_training)
 
 
 @torch.no_grad()
 def _teacher_hidden(model, input_ids: torch.Tensor) -> torch.Tensor:
-    return hidden_states(model, input_ids, "full")
+    with _train_mode(model, False):  # no dropout in the teacher
+        return hidden_states(model, input_ids, "full")
 
 
-def _autocast(config: TrainConfig, env: DistEnv):
-    if config.dtype == "float32":
+def _autocast(model, env: DistEnv):
+    """Run in the base's dtype (the float32 AHN weights included) when it is not float32."""
+    dtype = model.get_output_embeddings().weight.dtype
+    if dtype == torch.float32:
         return contextlib.nullcontext()
-    return torch.autocast(env.device.type, dtype=DTYPES[config.dtype])
+    return torch.autocast(env.device.type, dtype=dtype)
 
 
 def save_checkpoint(
