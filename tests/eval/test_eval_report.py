@@ -39,8 +39,13 @@ def test_nll_curves_average_bucket_sums():
     nll = {"task": "nll", "method": "sliding", "length": 8, "depth": None, "bucket": 4,
            "wall_s": 1.0, "tokens_per_s": 8.0}  # fmt: skip
     records = [
-        {**nll, "score": 1.5, "sums": [4.0, 6.0], "counts": [4, 3]},
-        {**nll, "score": 2.5, "sums": [8.0, 9.0], "counts": [4, 3]},
-    ]
-    curve = report.aggregate(records, window=2, sinks=1)["nll"]["8"]["sliding"]
-    assert curve == {"position": [0, 4], "nll": [1.5, 2.5]}
+        {**nll, "score": 1.5, "sums": [4.0, 6.0], "counts": [4, 3],
+         "within_window": [3.0, 3], "beyond_window": [7.0, 4]},
+        {**nll, "score": 2.5, "sums": [8.0, 9.0], "counts": [4, 3],
+         "within_window": [6.0, 3], "beyond_window": [11.0, 4]},
+    ]  # fmt: skip
+    results = report.aggregate(records, window=2, sinks=1)
+    assert results["nll"]["8"]["sliding"] == {
+        "position": [0, 4], "nll": [1.5, 2.5], "within_window": 1.5, "beyond_window": 2.25,
+    }  # fmt: skip
+    assert "| sliding | 1.50 | 2.25 |" in report.markdown(results)

@@ -60,6 +60,8 @@ def test_ahn_eval_end_to_end(tmp_path, tiny_base_dir, ahn_dir):
     assert curves["ahn"]["nll"][inside] == pytest.approx(curves["sliding"]["nll"][inside], rel=1e-4)
     assert curves["full"]["nll"][-1] != pytest.approx(curves["sliding"]["nll"][-1], rel=1e-4)
     assert curves["ahn"]["nll"][-1] != pytest.approx(curves["sliding"]["nll"][-1], rel=1e-4)
+    assert curves["full"]["within_window"] == pytest.approx(curves["sliding"]["within_window"])
+    assert curves["full"]["beyond_window"] != pytest.approx(curves["sliding"]["beyond_window"])
 
     assert main(argv) == 0  # resumed: nothing new is generated
     assert (out / "predictions.jsonl").read_text().splitlines() == lines

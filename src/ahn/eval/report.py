@@ -26,7 +26,8 @@ def aggregate(records: list[dict], window: int, sinks: int) -> dict:
          "scores": {task: {method: {length: mean}}},
          "by_depth": {task: {method: {length: {depth: mean}}}},
          "by_group": {task: {method: {group: mean}}}  (LongBench-E's length groups),
-         "nll": {length: {method: {"position": [...], "nll": [...]}}},
+         "nll": {length: {method: {"position": [...], "nll": [...],
+                                   "within_window": mean, "beyond_window": mean}}},
          "efficiency": {method: {"items", "wall_s", "tokens_per_s", "peak_memory_bytes",
                                  "cache_bytes", "cache_bytes_by_length": {length: max}}}}
         (lengths and depths as strings: json keys).
@@ -69,7 +70,10 @@ def _nested_means(tree):
 
 
 def _add_curve(curves: dict, method: str, record: dict) -> None:
-    sums, counts = curves.setdefault(method, ([], [], record["bucket"]))[:2]
+    sums, counts, _, split = curves.setdefault(method, ([], [], record["bucket"], {}))
+    for part in ("within_window", "beyond_window"):
+        total, n = split.get(part, (0.0, 0))
+        split[part] = (total + record[part][0], n + record[part][1])
     for i, (s, c) in enumerate(zip(record["sums"], record["counts"], strict=True)):
         if i == len(sums):
             sums.append(0.0)
@@ -83,8 +87,9 @@ def _finish_curves(curves: dict) -> dict:
         method: {
             "position": [i * bucket for i in range(len(sums))],
             "nll": [s / c for s, c in zip(sums, counts, strict=True)],
+            **{part: total / n if n else None for part, (total, n) in split.items()},
         }
-        for method, (sums, counts, bucket) in curves.items()
+        for method, (sums, counts, bucket, split) in curves.items()
     }
 
 
@@ -126,6 +131,19 @@ def _bytes(value: float | None) -> str:
     return f"{value:.2f} GiB"
 
 
+def _nll_split_table(results: dict) -> list[str]:
+    lengths = _by_length(results["nll"])
+    columns = [f"{n} {part}" for n in lengths for part in ("inside", "beyond")]
+    methods = _ordered({m for curves in results["nll"].values() for m in curves})
+    rows = [
+        (m, [_cell(results["nll"][n].get(m, {}).get(f"{part}_window"))
+             for n in lengths for part in ("within", "beyond")])
+        for m in methods
+    ]  # fmt: skip
+    lossless = results["sinks"] + results["window"]
+    return _table(f"NLL inside vs beyond sinks + window ({lossless})", columns, rows)
+
+
 def markdown(results: dict) -> str:
     """The side-by-side tables: scores per task (methods x lengths, and LongBench-E's length
     groups) and the measured cost per method."""
@@ -143,6 +161,8 @@ def markdown(results: dict) -> str:
         groups = sorted({g for by_group in per_method.values() for g in by_group})
         rows = [(m, [_cell(per_method[m].get(g)) for g in groups]) for m in _ordered(per_method)]
         lines += _table(f"{task} by length group (score x 100)", groups, rows)
+    if results["nll"]:
+        lines += _nll_split_table(results)
     columns = ["items", "wall s", "tokens/s", "peak memory", "cache"]
     rows = [
         (m, [str(c["items"]), f"{c['wall_s']:.2f}", f"{c['tokens_per_s']:.1f}",

@@ -143,7 +143,9 @@ def _generate(model, tokenizer, sample, method: str) -> dict:
 
 
 @torch.no_grad()
-def _nll(model, ids: list[int], method: str, bucket: int) -> dict:
+def _nll(model, ids: list[int], method: str, bucket: int, lossless: int) -> dict:
+    """NLL of one piece; `lossless` (sinks + window) splits it into positions whose every
+    earlier token is kept losslessly and positions that need the memory."""
     device = next(model.parameters()).device
     input_ids = torch.tensor([ids], device=device)
     with ahn.mode(model, method):
@@ -154,6 +156,8 @@ def _nll(model, ids: list[int], method: str, bucket: int) -> dict:
         "sums": sums,
         "counts": counts,
         "score": float(values.mean()),
+        "within_window": [float(values[:lossless].sum()), int(values[:lossless].numel())],
+        "beyond_window": [float(values[lossless:].sum()), int(values[lossless:].numel())],
         "input_tokens": len(ids),
         "wall_s": wall,
         "tokens_per_s": len(ids) / wall,
@@ -161,7 +165,7 @@ def _nll(model, ids: list[int], method: str, bucket: int) -> dict:
     }
 
 
-def _items(model, tokenizer, config: EvalConfig) -> Iterator[tuple[dict, callable]]:
+def _items(model, tokenizer, config: EvalConfig, lossless: int) -> Iterator[tuple[dict, callable]]:
     """(identity fields, job(method) -> record fields) for every item of `config`."""
     haystack = None
     if config.data and Path(config.data).is_file() and config.data.endswith(".txt"):
@@ -170,7 +174,7 @@ def _items(model, tokenizer, config: EvalConfig) -> Iterator[tuple[dict, callabl
     for task in config.tasks:
         for length in config.lengths:
             if task == "nll":
-                yield from _nll_items(model, tokenizer, config, length)
+                yield from _nll_items(model, tokenizer, config, length, lossless)
             elif benchmarks.is_benchmark(task):
                 loaded = benchmarks.load(
                     task, config.data, tokenizer, length, config.samples, config.chat
@@ -212,14 +216,14 @@ def _lazy_sample(model, tokenizer, config, ident, haystack, vocab):
     return job
 
 
-def _nll_items(model, tokenizer, config: EvalConfig, length: int):
+def _nll_items(model, tokenizer, config: EvalConfig, length: int, lossless: int):
     docs = nll.read_documents(config.data, config.text_key)
     ids = [tokenizer.encode(doc) for doc in docs]
     separator = getattr(tokenizer, "eos_token_id", None)
     bucket = config.nll_bucket or max(1, length // 32)
     for index, piece in enumerate(nll.pieces(ids, length, separator, config.samples)):
         ident = {"task": "nll", "length": length, "depth": None, "index": index}
-        yield ident, (lambda method, piece=piece: _nll(model, piece, method, bucket))
+        yield ident, (lambda method, piece=piece: _nll(model, piece, method, bucket, lossless))
 
 
 def read_records(path: Path) -> list[dict]:
@@ -264,7 +268,7 @@ def evaluate(model, tokenizer, config: EvalConfig, output_dir: str | Path, progr
     window = rt.window if config.window is None else config.window
     sinks = rt.sinks if config.sinks is None else config.sinks
     model.eval()
-    items = list(_items(model, tokenizer, config))
+    items = list(_items(model, tokenizer, config, sinks + window))
     wanted: list[str] = []
     bar = tqdm(total=len(items) * len(config.methods), disable=not progress, desc="ahn eval")
     with ahn.window(model, window=window, sinks=sinks), path.open("a", encoding="utf-8") as f:
