@@ -1,0 +1,110 @@
+"""Validation, layout helpers and dispatch of `ahn.ops`."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+import torch
+from conftest import delta_inputs
+
+from ahn.ops import (
+    chunk_delta_rule,
+    chunk_gated_delta_rule,
+    fused_recurrent_gated_delta_rule,
+    mamba_chunk_scan_combined,
+    naive_recurrent_gated_delta_rule,
+)
+from ahn.ops.utils import from_chunks, to_chunks, unit_tril_inverse
+
+GOOD = delta_inputs(2, 10, 3, 8, 8, torch.float32, h0=True)
+BAD_DELTA = [
+    pytest.param("q", torch.randn(2, 10, 3), "q", id="q-rank3"),
+    pytest.param("k", torch.randn(2, 10, 3, 4), "k", id="k-head-dim"),
+    pytest.param("v", torch.randn(2, 9, 3, 8), "v", id="v-length"),
+    pytest.param("g", torch.randn(2, 10, 4), "g", id="g-heads"),
+    pytest.param("beta", torch.randn(2, 10, 3, 1), "beta", id="beta-rank4"),
+    pytest.param("q", torch.ones(2, 10, 3, 8, dtype=torch.long), "q", id="q-int"),
+    pytest.param("initial_state", torch.randn(2, 3, 8, 8).double(), "initial_state", id="h0-fp64"),
+    pytest.param("initial_state", torch.randn(2, 3, 8, 8).half(), "initial_state", id="h0-fp16"),
+    pytest.param("initial_state", torch.randn(2, 3, 8, 7), "initial_state", id="h0-shape"),
+]
+
+
+@pytest.mark.parametrize(
+    "kernel",
+    [chunk_gated_delta_rule, fused_recurrent_gated_delta_rule, naive_recurrent_gated_delta_rule],
+    ids=lambda f: f.__name__,
+)
+@pytest.mark.parametrize("name, value, match", BAD_DELTA)
+def test_bad_delta_inputs(kernel, name, value, match):
+    with pytest.raises(ValueError, match=match):
+        kernel(**(GOOD | {name: value}))
+
+
+def test_bad_delta_rule_beta():
+    x = {n: GOOD[n] for n in ("q", "k", "v")}
+    with pytest.raises(ValueError, match="beta"):
+        chunk_delta_rule(**x, beta=torch.rand(2, 10, 2))
+
+
+M2 = {
+    "x": torch.randn(1, 6, 4, 8),
+    "dt": torch.rand(1, 6, 4),
+    "A": -torch.rand(4),
+    "B": torch.randn(1, 6, 2, 5),
+    "C": torch.randn(1, 6, 2, 5),
+    "chunk_size": 4,
+}
+BAD_MAMBA2 = [
+    pytest.param("chunk_size", 0, "chunk_size", id="chunk-0"),
+    pytest.param("chunk_size", -4, "chunk_size", id="chunk-negative"),
+    pytest.param("chunk_size", 2.5, "chunk_size", id="chunk-float"),
+    pytest.param("x", torch.randn(6, 4, 8), "x", id="x-rank3"),
+    pytest.param("dt", torch.rand(1, 6, 3), "dt", id="dt-heads"),
+    pytest.param("A", torch.rand(4, 1), "A", id="A-rank2"),
+    pytest.param("B", torch.randn(1, 6, 3, 5), "groups", id="B-groups-not-dividing"),
+    pytest.param("C", torch.randn(1, 6, 2, 4), "C", id="C-state-dim"),
+    pytest.param("D", torch.randn(3), "D", id="D-heads"),
+    pytest.param("dt_bias", torch.randn(5), "dt_bias", id="dt_bias-heads"),
+    pytest.param("initial_states", torch.randn(1, 4, 5, 8), "initial_states", id="h0-transposed"),
+    pytest.param("initial_states", torch.randn(1, 4, 8, 5).bfloat16(), "initial", id="h0-bf16"),
+]
+
+
+@pytest.mark.parametrize("name, value, match", BAD_MAMBA2)
+def test_bad_mamba2_inputs(name, value, match):
+    with pytest.raises(ValueError, match=match):
+        mamba_chunk_scan_combined(**(M2 | {name: value}))
+
+
+def test_cpu_never_dispatches_to_fla(monkeypatch):
+    def boom(**kwargs):
+        raise AssertionError("fla must not be called on CPU")
+
+    fake = types.ModuleType("fla.ops.gated_delta_rule")
+    fake.chunk_gated_delta_rule = boom
+    monkeypatch.setitem(sys.modules, "fla.ops.gated_delta_rule", fake)
+    o, _ = chunk_gated_delta_rule(**GOOD)
+    assert o.shape == (2, 10, 3, 8)
+
+
+@pytest.mark.parametrize("n", [1, 2, 16, 64])
+def test_unit_tril_inverse(n):
+    L = 0.3 * torch.randn(3, 2, n, n, generator=torch.Generator().manual_seed(42)).tril(-1)
+    eye = torch.eye(n)
+    torch.testing.assert_close(unit_tril_inverse(L) @ (eye + L), eye.expand(3, 2, n, n))
+
+
+def test_unit_tril_inverse_rejects_odd_size():
+    with pytest.raises(ValueError, match="power-of-two"):
+        unit_tril_inverse(torch.zeros(12, 12))
+
+
+@pytest.mark.parametrize("T, C", [(1, 1), (63, 64), (64, 16), (130, 64)])
+def test_chunk_layout_round_trip(T, C):
+    x = torch.randn(2, T, 3, 5)
+    chunks = to_chunks(x, C)
+    assert chunks.shape == (-(-T // C), 6, C, 5)
+    assert torch.equal(from_chunks(chunks, 2, T), x)
