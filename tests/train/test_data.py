@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from ahn.train.data import (
     DataError,
@@ -159,3 +160,11 @@ def test_collate_right_pads_and_masks():
     input_ids, targets = collate([Sample([5, 6, 7]), Sample([8, 9], [False, True])])
     assert input_ids.tolist() == [[5, 6, 7], [8, 9, 0]]
     assert targets.tolist() == [[True, True, True], [False, True, False]]
+
+
+def test_in_memory_data_takes_tensors_records_and_lists(tokenizer):
+    data = [torch.tensor([3, 4, 5]), {"text": "ab"}, [7, 8]]
+    samples = list(memory_source(data, Tokenizing(tokenizer))())
+    assert [s.input_ids for s in samples] == [[3, 4, 5], tokenizer("ab")["input_ids"], [7, 8]]
+    with pytest.raises(DataError, match=r"data\[1\]: .*one of the keys"):
+        list(memory_source([[1, 2], {"bad": 1}], Tokenizing(None))())

@@ -170,3 +170,24 @@ def test_cli_reports_bad_data_with_its_line(tmp_path, base_dir, capsys):
     assert "d.jsonl:2: text must be a string" in capsys.readouterr().err
     assert main([*argv, "--seq-len", "64", "--train-window", "fixed", "--window", "64"]) == 2
     assert "--train-window fixed" in capsys.readouterr().err
+
+
+def test_messages_train_only_on_assistant_replies(tmp_path, base_dir):
+    chat = [{"role": "user", "content": "x" * 30}, {"role": "assistant", "content": "y" * 20}]
+    data = tmp_path / "chat.jsonl"
+    data.write_text(json.dumps({"messages": chat}) + "\n")
+    records = []
+    config = small_run(
+        tmp_path / "o",
+        steps=1,
+        batch_size=1,
+        base=str(base_dir),
+        data=[str(data)],
+        assistant_only=True,
+        train_window="fixed",
+        window=8,
+        sinks=0,
+    )
+    train(config, callback=records.append)
+    # <|user|> x*30 <|end|> <|assistant|> y*20 <|end|>: 54 tokens; targets: the 20 y and <|end|>
+    assert (records[0]["tokens"], records[0]["loss_tokens"]) == (54, 21)

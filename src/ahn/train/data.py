@@ -222,13 +222,14 @@ def file_source(
 
 
 def memory_source(data: Iterable, tok: Tokenizing) -> Callable[[], Iterator[Sample]]:
-    """A source over in-memory data: token-id lists, records or `Sample`s.
+    """A source over in-memory data: token-id lists (or 1-D tensors), records or `Sample`s.
 
     A list (or any re-iterable) is replayed every epoch; a one-shot iterator serves one pass.
     """
 
     def read() -> Iterator[Sample]:
         for index, item in enumerate(data):
+            item = item.tolist() if hasattr(item, "tolist") else item  # tensors, arrays
             try:
                 yield item if isinstance(item, Sample) else parse_record(item, tok)
             except ValueError as err:
