@@ -43,14 +43,17 @@ def rng_for(*parts: object) -> random.Random:
 
 
 def word_key(rng: random.Random) -> str:
+    """An "adjective-noun" key, as RULER's `words` needles."""
     return f"{rng.choice(ADJECTIVES)}-{rng.choice(NOUNS)}"
 
 
 def number_value(rng: random.Random) -> str:
+    """A 7-digit number, as RULER's `numbers` needles."""
     return str(rng.randint(1_000_000, 9_999_999))
 
 
 def uuid_value(rng: random.Random) -> str:
+    """A random UUID4 string, as RULER's `uuids` needles."""
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 

@@ -12,8 +12,9 @@ import json
 from pathlib import Path
 
 from ahn.eval.benchmarks import infinitebench, longbench, lveval
+from ahn.eval.benchmarks.common import Benchmark
 
-BENCHMARKS = {
+BENCHMARKS: dict[str, Benchmark] = {
     "longbench": longbench.LONGBENCH,
     "longbench_e": longbench.LONGBENCH_E,
     "lveval": lveval.LVEVAL,
@@ -27,15 +28,18 @@ def _split(task: str):
 
 
 def is_benchmark(task: str) -> bool:
+    """Whether `task` names a dataset of a benchmark, e.g. "longbench:hotpotqa"."""
     bench, dataset = _split(task)
     return bench is not None and bench.knows(dataset)
 
 
 def names() -> list[str]:
+    """The valid task names, per benchmark, for messages."""
     return [f"{prefix}:<{'|'.join(b.datasets())}>" for prefix, b in BENCHMARKS.items()]
 
 
 def read_jsonl(path: Path, limit: int | None = None) -> list[dict]:
+    """The first `limit` (all when None) non-empty json lines of `path`."""
     records = []
     with path.open(encoding="utf-8") as f:
         for line in f:

@@ -39,12 +39,14 @@ _SEPARATORS = ["\n", ":", '"', "'", ".", ",", "?", "!", "{", "}"]
 
 
 def truncate_tokens(ids: list[int], max_length: int) -> list[int]:
+    """The official middle truncation of token ids."""
     if len(ids) <= max_length:
         return ids
     return ids[0 : max_length // 2] + ids[-max_length // 2 :]
 
 
 def first_int_match(prediction: str) -> str:
+    """The first run of digits in `prediction` ("" if none)."""
     return next((item for item in re.split("[^0-9]", prediction) if item != ""), "")
 
 
@@ -55,14 +57,17 @@ def _words(prediction: str, separators=_SEPARATORS) -> list[str]:
 
 
 def score_kv_retrieval(pred: str, label) -> bool:
+    """The value is one of the prediction's words (split at punctuation and braces)."""
     return label[0] in _words(pred)
 
 
 def score_first_int(pred: str, label) -> bool:
+    """passkey, number_string: the first integer of the prediction is the label."""
     return label[0] == first_int_match(pred)
 
 
 def score_longdialogue_qa_eng(pred: str, label) -> bool:
+    """The (upper-case) name is one of the prediction's words, upper-cased."""
     return label[0] in [w.upper() for w in _words(pred)]
 
 
@@ -103,6 +108,7 @@ def score_longbook_choice_eng(pred: str, label) -> bool:
 
 
 def score_qa_eng(pred: str, label) -> float:
+    """Max over the labels of the token F1 after `normalize_answer`."""
     return max([0.0] + [M.f1_score(M.normalize_answer(pred).split(),
                                    M.normalize_answer(t).split()) for t in label])  # fmt: skip
 
@@ -139,6 +145,8 @@ def _fields(dataset: str, record: dict) -> dict:
 
 @dataclass(frozen=True)
 class InfiniteBench:
+    """The `Benchmark` of InfiniteBench."""
+
     def knows(self, dataset: str) -> bool:
         return dataset in PROMPTS
 

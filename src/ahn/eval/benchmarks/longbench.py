@@ -38,6 +38,8 @@ E_DATASETS = {
 
 @dataclass(frozen=True)
 class LongBench:
+    """The `Benchmark` of LongBench (`suffix` "") or LongBench-E (`suffix` "_e")."""
+
     suffix: str  # "" for LongBench, "_e" for LongBench-E
     names: frozenset
 

@@ -80,6 +80,8 @@ def split_level(dataset: str) -> tuple[str, str | None]:
 
 @dataclass(frozen=True)
 class LVEval:
+    """The `Benchmark` of LV-Eval; dataset names carry the length level."""
+
     def knows(self, dataset: str) -> bool:
         name, level = split_level(dataset)
         return name in PROMPTS and level in LEVELS
