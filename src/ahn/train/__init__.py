@@ -2,18 +2,7 @@
 
 from ahn.train.config import TrainConfig
 from ahn.train.data import DataError, Sample
+from ahn.train.evaluate import evaluate_kl
+from ahn.train.loop import train
 
-__all__ = ["DataError", "Sample", "TrainConfig", "train", "evaluate_kl"]
-
-
-def __getattr__(name: str):
-    # The loop imports the transformers integration; loaded on first use only.
-    if name == "train":
-        from ahn.train.loop import train
-
-        return train
-    if name == "evaluate_kl":
-        from ahn.train.evaluate import evaluate_kl
-
-        return evaluate_kl
-    raise AttributeError(f"module 'ahn.train' has no attribute {name!r}")
+__all__ = ["DataError", "Sample", "TrainConfig", "evaluate_kl", "train"]
