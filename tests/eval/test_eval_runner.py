@@ -2,12 +2,14 @@
 the three methods agree inside the window and part after it."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 import ahn
 from ahn.cli import main
+from ahn.eval import synthetic
 from ahn.eval.runner import EvalConfig
 
 
@@ -72,6 +74,18 @@ def test_ahn_eval_end_to_end(tmp_path, tiny_base_dir, ahn_dir):
     redone = (out / "predictions.jsonl").read_text().splitlines()
     assert redone[:-2] == lines[:-1] and redone[-2] == lines[-1][:20]
     assert json.loads(redone[-1])["key"] == json.loads(lines[-1])["key"]
+
+
+def test_task_groups_and_benchmark_all_expand():
+    fixtures = Path(__file__).parents[1] / "fixtures" / "eval"
+    config = EvalConfig(tasks=["ruler_noise", "vt", "passkey"], lengths=[512])
+    assert config.tasks == [*synthetic.GROUPS["ruler_noise"], "passkey"]
+    config = EvalConfig(tasks=["longbench:all"], lengths=[512], data=str(fixtures / "longbench"))
+    assert config.tasks == ["longbench:hotpotqa", "longbench:trec"]
+    config = EvalConfig(tasks=["lveval:all"], lengths=[512], data=str(fixtures / "lveval"))
+    assert config.tasks == ["lveval:hotpotwikiqa_mixup_16k", "lveval:factrecall_en_16k"]
+    with pytest.raises(FileNotFoundError, match="no file"):
+        EvalConfig(tasks=["infinitebench:all"], lengths=[512], data=str(fixtures / "lveval"))
 
 
 @pytest.mark.parametrize(

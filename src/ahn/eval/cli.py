@@ -18,7 +18,13 @@ def _csv(text: str) -> list[str]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base", required=True, help="base model directory (transformers)")
     parser.add_argument("--ahn", help="AHN checkpoint directory (ours or official)")
-    parser.add_argument("--task", required=True, help="task names, comma-separated")
+    parser.add_argument(
+        "--task",
+        required=True,
+        help="comma-separated: synthetic tasks (passkey, niah_*, vt, kv_retrieval, copy), the "
+        "groups ruler / ruler_noise, nll, or <benchmark>:<dataset> / <benchmark>:all with "
+        "benchmark longbench, longbench_e, lveval, infinitebench",
+    )
     parser.add_argument("--data", help="documents (nll), benchmark files, or essay haystack")
     parser.add_argument("--lengths", default="4k", help="e.g. 4k,16k,32768")
     parser.add_argument("--methods", default=",".join(MODES), help="subset of full,sliding,ahn")

@@ -29,8 +29,10 @@ class EvalConfig:
     """What to evaluate.
 
     Args:
-        tasks: names from `synthetic.TASKS`, "nll" (language modelling on `data`), or
-            "<benchmark>:<dataset>" with a benchmark of `benchmarks.BENCHMARKS` (files in `data`).
+        tasks: names from `synthetic.TASKS` or groups of `synthetic.GROUPS`, "nll" (language
+            modelling on `data`), "<benchmark>:<dataset>" with a benchmark of
+            `benchmarks.BENCHMARKS` (files in `data`), or "<benchmark>:all" (every dataset of
+            the benchmark whose file is in the folder `data`).
         lengths: token budgets (synthetic), piece lengths (nll), truncation lengths (benchmarks).
         methods: subset of ("full", "sliding", "ahn").
         depths: needle depths of the synthetic tasks (0 = start, 1 = end).
@@ -58,11 +60,18 @@ class EvalConfig:
     chat: bool | None = None
 
     def __post_init__(self) -> None:
+        expanded = [
+            name
+            for task in self.tasks
+            for member in synthetic.GROUPS.get(task, (task,))
+            for name in benchmarks.expand(member, self.data)
+        ]
+        self.tasks = list(dict.fromkeys(expanded))
         for task in self.tasks:
             if task not in synthetic.TASKS and task != "nll" and not benchmarks.is_benchmark(task):
                 raise ValueError(
-                    f"task {task!r} is unknown; valid: {', '.join(synthetic.TASKS)}, nll, "
-                    f"or one of {benchmarks.names()}"
+                    f"task {task!r} is unknown; valid: {', '.join(synthetic.TASKS)}, "
+                    f"{', '.join(synthetic.GROUPS)}, nll, or one of {benchmarks.names()}"
                 )
         bad = [m for m in self.methods if m not in MODES]
         if bad or not self.methods:

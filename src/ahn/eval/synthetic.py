@@ -223,6 +223,18 @@ TEXT_TASKS: dict[str, TextTask] = {
 }
 TOKEN_TASKS = ("copy",)
 TASKS = tuple(TEXT_TASKS) + TOKEN_TASKS
+# Task groups usable wherever task names are: RULER's NIAH + vt (the essay ones need a text),
+# and the variants that need no text.
+GROUPS = {
+    "ruler": (
+        "niah_single_1", "niah_single_2", "niah_single_3", "niah_multikey_1", "niah_multikey_2",
+        "niah_multikey_3", "niah_multivalue", "niah_multiquery", "vt",
+    ),
+    "ruler_noise": (
+        "niah_single_1", "niah_multikey_2", "niah_multikey_3", "niah_noise_multikey",
+        "niah_noise_multivalue", "niah_noise_multiquery", "vt",
+    ),
+}  # fmt: skip
 
 
 def _count_tokens(tokenizer) -> Callable[[str], int]:

@@ -38,6 +38,21 @@ def names() -> list[str]:
     return [f"{prefix}:<{'|'.join(b.datasets())}>" for prefix, b in BENCHMARKS.items()]
 
 
+def expand(task: str, data: str | Path | None) -> list[str]:
+    """ "<benchmark>:all" -> the benchmark's datasets whose files are in the folder `data`;
+    any other task unchanged."""
+    bench, dataset = _split(task)
+    if bench is None or dataset != "all":
+        return [task]
+    if data is None or not Path(data).is_dir():
+        raise ValueError(f"{task} needs data=FOLDER holding the benchmark's files")
+    found = [d for d in bench.candidates() if (Path(data) / bench.file_name(d)).is_file()]
+    if not found:
+        raise FileNotFoundError(f"{task}: no file of the benchmark in {data}")
+    prefix = task.partition(":")[0]
+    return [f"{prefix}:{d}" for d in found]
+
+
 def read_jsonl(path: Path, limit: int | None = None) -> list[dict]:
     """The first `limit` (all when None) non-empty json lines of `path`."""
     records = []

@@ -16,6 +16,9 @@ class Benchmark(Protocol):
     def datasets(self) -> list[str]:
         """Its dataset names, for messages."""
 
+    def candidates(self) -> list[str]:
+        """Every dataset name `knows` accepts (length levels expanded)."""
+
     def file_name(self, dataset: str) -> str:
         """The official file name of `dataset` (looked up in the data folder)."""
 

@@ -153,6 +153,9 @@ class InfiniteBench:
     def datasets(self) -> list[str]:
         return list(PROMPTS)
 
+    def candidates(self) -> list[str]:
+        return self.datasets()
+
     def file_name(self, dataset: str) -> str:
         return f"{dataset}.jsonl"
 

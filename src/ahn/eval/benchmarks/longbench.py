@@ -49,6 +49,9 @@ class LongBench:
     def datasets(self) -> list[str]:
         return sorted(self.names)
 
+    def candidates(self) -> list[str]:
+        return self.datasets()
+
     def file_name(self, dataset: str) -> str:
         return f"{dataset}{self.suffix}.jsonl"
 

@@ -89,6 +89,9 @@ class LVEval:
     def datasets(self) -> list[str]:
         return [f"{name}_<{'|'.join(LEVELS)}>" for name in PROMPTS]
 
+    def candidates(self) -> list[str]:
+        return [f"{name}_{level}" for name in PROMPTS for level in LEVELS]
+
     def file_name(self, dataset: str) -> str:
         return f"{dataset}.jsonl"
 
