@@ -108,6 +108,13 @@ def test_infinitebench_prompt_and_token_truncation(tokenizer):
     assert infinitebench.truncate_tokens(list(range(10)), 5) == [0, 1, 7, 8, 9]  # -5 // 2 = -3
 
 
+def test_infinitebench_summary_rouge_lsum():
+    # lines are sentences; tokens are lower-cased alphanumeric runs: LCS "the cat" of 3 / 2
+    assert infinitebench.score_sum_eng("The cat, sat.", ["the CAT"]) == pytest.approx(0.8)
+    assert infinitebench.score_sum_eng("a b\nc", ["c", "a b"]) == pytest.approx(0.8)
+    assert infinitebench.score_sum_eng("...", ["the cat"]) == 0.0
+
+
 def test_infinitebench_chinese_qa_is_character_f1():
     assert infinitebench.score_qa_chn("北京。", ["北京市"]) == pytest.approx(0.8)
 

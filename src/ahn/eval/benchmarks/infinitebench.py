@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 
 from ahn.eval import metrics as M
+from ahn.eval._rouge import rouge_lsum_f
 from ahn.eval.benchmarks.common import chat, make_sample
 
 _HIDDEN = "There is an important info hidden inside a lot of irrelevant text. Find it"
@@ -30,10 +31,12 @@ PROMPTS = {
     'name is replaced with "$$MASK$$", and you should try to guess who that character is.\n\n'
     "{context}\n\nThe name that has been replaced with $$MASK$$ is likely",
     "math_find": "{prefix}\n\n{context}\n\n{input}",
+    "longbook_sum_eng": "Summarize the book below.\n\n{context}\n\nSummary:",
 }  # fmt: skip
 MAX_NEW_TOKENS = {
     "passkey": 6, "number_string": 12, "kv_retrieval": 50, "longbook_choice_eng": 40,
     "longbook_qa_eng": 40, "longbook_qa_chn": 40, "longdialogue_qa_eng": 40, "math_find": 3,
+    "longbook_sum_eng": 1200,
 }  # fmt: skip
 _SEPARATORS = ["\n", ":", '"', "'", ".", ",", "?", "!", "{", "}"]
 
@@ -119,6 +122,11 @@ def score_qa_chn(pred: str, label) -> float:
     return max([0.0] + [M.f1_score(pred_chars, list(M.normalize_zh_answer(t))) for t in label])
 
 
+def score_sum_eng(pred: str, label) -> float:
+    """ROUGE-Lsum F of HF `evaluate`'s rouge (Google `rouge_score`), best over the labels."""
+    return max([0.0] + [rouge_lsum_f(pred, t) for t in label])
+
+
 SCORERS = {
     "passkey": score_first_int,
     "number_string": score_first_int,
@@ -128,6 +136,7 @@ SCORERS = {
     "longbook_qa_chn": score_qa_chn,
     "longdialogue_qa_eng": score_longdialogue_qa_eng,
     "math_find": score_math_find,
+    "longbook_sum_eng": score_sum_eng,
 }
 
 
