@@ -90,6 +90,12 @@ def test_lveval_scores_the_first_answer_with_keywords(tokenizer):
         ("math_find", " 42", 1.0),
         ("math_find", " 17", 0.0),
         ("math_find", " 42.5", 0.0),
+        ("code_run", " 8", 1.0),
+        ("code_run", " 8.5", 0.0),
+        ("code_debug", "B. broken", 1.0),
+        ("code_debug", "the answer is: broken", 1.0),
+        ("code_debug", "A", 0.0),
+        ("longbook_sum_eng", "A crow and a fox become friends.", pytest.approx(5 / 7)),
     ],
 )
 def test_infinitebench_official_scoring(tokenizer, dataset, prediction, expected):
@@ -98,6 +104,15 @@ def test_infinitebench_official_scoring(tokenizer, dataset, prediction, expected
     )
     assert sample.max_new_tokens == infinitebench.MAX_NEW_TOKENS[dataset]
     assert _score(sample, prediction, tokenizer) == expected
+
+
+def test_infinitebench_code_run_prompt_names_the_call(tokenizer):
+    (sample,) = benchmarks.load(
+        "infinitebench:code_run", FIXTURES / "infinitebench", tokenizer, 4096
+    )
+    text = tokenizer.decode(sample.input_ids)
+    assert text.startswith("There is a function called func_2 in the following Python code.")
+    assert text.endswith("The value of func_2(3) is")
 
 
 def test_infinitebench_prompt_and_token_truncation(tokenizer):

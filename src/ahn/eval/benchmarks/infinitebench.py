@@ -32,11 +32,16 @@ PROMPTS = {
     "{context}\n\nThe name that has been replaced with $$MASK$$ is likely",
     "math_find": "{prefix}\n\n{context}\n\n{input}",
     "longbook_sum_eng": "Summarize the book below.\n\n{context}\n\nSummary:",
+    "code_run": "There is a function called {func} in the following Python code.\n\n{context}"
+    "\n\nPlease compute the exact value of {func_call}. The value of {func_call} is",
+    "code_debug": "Following is a Python code where exactly one of the functions/methods has a "
+    "deliberate error that makes it crash.\n\n{context}\n\nOptions:\nA. {OPTION_A}\nB. "
+    "{OPTION_B}\nC. {OPTION_C}\nD. {OPTION_D}\n\nThe correct option is:",
 }  # fmt: skip
 MAX_NEW_TOKENS = {
     "passkey": 6, "number_string": 12, "kv_retrieval": 50, "longbook_choice_eng": 40,
     "longbook_qa_eng": 40, "longbook_qa_chn": 40, "longdialogue_qa_eng": 40, "math_find": 3,
-    "longbook_sum_eng": 1200,
+    "longbook_sum_eng": 1200, "code_run": 5, "code_debug": 5,
 }  # fmt: skip
 _SEPARATORS = ["\n", ":", '"', "'", ".", ",", "?", "!", "{", "}"]
 
@@ -122,6 +127,35 @@ def score_qa_chn(pred: str, label) -> float:
     return max([0.0] + [M.f1_score(pred_chars, list(M.normalize_zh_answer(t))) for t in label])
 
 
+def score_code_run(pred: str, label) -> bool:
+    """The last word of the prediction (split at newline . ` ' " :) is the integer label."""
+    words = _words(pred.strip(), ["\n", ".", "`", "'", '"', ":"])
+    try:
+        return bool(words) and int(words[-1]) == label[0]
+    except ValueError:
+        return False
+
+
+def score_code_debug(pred: str, label) -> bool:
+    """`label` is [function name, option letter]: "B." / "B:" at the start, else the text
+    after the first answer prefix starts with the letter or the name."""
+    fn_name, letter = label[0], label[1]
+    if pred[:2] in (f"{letter}.", f"{letter}:"):
+        return True
+    pred = pred.strip()
+    for c in ["\n", "`", "'", '"', "-", "*", "Option", "option"]:
+        pred = pred.replace(c, " ")
+    while "  " in pred:
+        pred = pred.replace("  ", " ")
+    for prefix in ("answer is:", "is:", "answer:"):
+        idx = pred.find(prefix)
+        if idx == -1:
+            continue
+        after = pred[idx + len(prefix) + 1 :]
+        return len(pred) >= idx + len(prefix) + 1 and after.startswith((letter, fn_name))
+    return False
+
+
 def score_sum_eng(pred: str, label) -> float:
     """ROUGE-Lsum F of HF `evaluate`'s rouge (Google `rouge_score`), best over the labels."""
     return max([0.0] + [rouge_lsum_f(pred, t) for t in label])
@@ -137,6 +171,8 @@ SCORERS = {
     "longdialogue_qa_eng": score_longdialogue_qa_eng,
     "math_find": score_math_find,
     "longbook_sum_eng": score_sum_eng,
+    "code_run": score_code_run,
+    "code_debug": score_code_debug,
 }
 
 
@@ -144,6 +180,11 @@ def _fields(dataset: str, record: dict) -> dict:
     fields = {"context": record["context"], "input": record["input"]}
     options = record.get("options") or []
     fields.update({f"OPTION_{c}": o for c, o in zip("ABCD", options, strict=False)})
+    if dataset == "code_run":
+        calls = re.findall(r"func_[0-9]+\(\-?[0-9]+\)", record["input"])
+        if not calls:
+            raise ValueError(f"code_run input without a func_N(x) call: {record['input']!r}")
+        fields.update(func=calls[0].split("(")[0], func_call=calls[0])
     if dataset == "math_find":
         target = re.findall(r"The \w+ number", record["input"])
         if not target:
@@ -178,7 +219,7 @@ class InfiniteBench:
             task, index, length, prompt, tokenizer, answer, MAX_NEW_TOKENS[dataset], {}
         )
         sample.meta["label"] = answer  # typed (math_find labels are numbers)
-        if dataset == "longbook_choice_eng":  # the option text and its letter
+        if dataset in ("longbook_choice_eng", "code_debug"):  # the option text and its letter
             sample.meta["label"] = [answer[0], "ABCD"[record["options"].index(answer[0])]]
         return sample
 
