@@ -12,6 +12,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "flops": ("ahn.eval.flops", "FLOPs and cache bytes of full attention vs AHN from a config"),
     "eval": ("ahn.eval.cli", "full / sliding / AHN side by side on long-context tasks"),
     "train": ("ahn.train.cli", "train an AHN for a base model by self-distillation"),
+    "demo": ("ahn.demo.cli", "train an AHN on the shipped demo base; compare full / sliding / AHN"),
+    "pretrain-demo-base": ("ahn.demo.pretrain", "train the shipped demo base model from scratch"),
 }
 
 

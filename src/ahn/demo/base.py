@@ -1,0 +1,173 @@
+"""The shipped demo base model: a small Qwen2 decoder trained on `ahn.demo.tasks`."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+
+from ahn.demo.tasks import TOKEN_ID, VOCAB, Batch, TaskConfig, make_batch
+
+BASE_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo-base"
+TASK_FILE = "demo_task.json"  # the task and pretraining setup, next to the weights
+
+
+@dataclass
+class PretrainConfig:
+    """Base-model size and optimisation (defaults: the shipped model)."""
+
+    hidden: int = 128
+    layers: int = 2
+    heads: int = 4
+    steps: int = 600
+    batch_size: int = 16
+    lr: float = 3e-3
+    warmup: int = 100
+    answer_weight: float = 4.0
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        for name in ("hidden", "layers", "heads", "steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden={self.hidden} must be a multiple of heads={self.heads}")
+
+
+def model_config(cfg: PretrainConfig, task: TaskConfig) -> Qwen2Config:
+    return Qwen2Config(
+        vocab_size=len(VOCAB),
+        hidden_size=cfg.hidden,
+        intermediate_size=4 * cfg.hidden,
+        num_hidden_layers=cfg.layers,
+        num_attention_heads=cfg.heads,
+        num_key_value_heads=cfg.heads,
+        max_position_embeddings=2 * task.length,
+        tie_word_embeddings=True,
+        bos_token_id=TOKEN_ID["<bos>"],
+        eos_token_id=TOKEN_ID["<eos>"],
+        pad_token_id=TOKEN_ID["<pad>"],
+    )
+
+
+def lr_at(step: int, cfg: PretrainConfig) -> float:
+    """Linear warm-up then cosine decay to a tenth of `cfg.lr`."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
+
+
+def sliding_mask(length: int, window: int, sinks: int) -> torch.Tensor:
+    """`[1, 1, T, T]` boolean mask of sinks + sliding window (True = attend)."""
+    t = torch.arange(length)[:, None]
+    j = torch.arange(length)[None, :]
+    keep = (j <= t) & ((j < sinks) | (j > t - window))
+    return keep[None, None]
+
+
+@torch.no_grad()
+def answer_accuracy(model, batch: Batch, attention_mask: torch.Tensor | None = None) -> float:
+    """Share of queried values predicted by argmax."""
+    logits = model(batch.input_ids, attention_mask=attention_mask).logits  # [B, T, V]
+    pred = logits.argmax(-1)[:, :-1]
+    target = batch.input_ids[:, 1:]
+    mask = batch.answer_mask[:, :-1]
+    return (pred[mask] == target[mask]).float().mean().item()
+
+
+def lm_loss(model, batch: Batch, answer_weight: float) -> torch.Tensor:
+    """Next-token cross-entropy, answer positions counted `1 + answer_weight` times."""
+    logits = model(batch.input_ids).logits[:, :-1]  # [B, T-1, V]
+    nll = torch.nn.functional.cross_entropy(
+        logits.flatten(0, 1), batch.input_ids[:, 1:].flatten(), reduction="none"
+    )
+    weight = 1 + answer_weight * batch.answer_mask[:, :-1].flatten().float()
+    return (nll * weight).sum() / weight.sum()
+
+
+def pretrain(cfg: PretrainConfig, task: TaskConfig, log=print) -> Qwen2ForCausalLM:
+    """Train the base with full attention on fresh batches; deterministic for `cfg.seed`."""
+    torch.manual_seed(cfg.seed)
+    model = Qwen2ForCausalLM(model_config(cfg, task))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.01)
+    eval_batch = make_batch(256, replace(task, extra_queries=0), seed=cfg.seed + 10**6)
+    for step in range(cfg.steps):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        batch = make_batch(cfg.batch_size, task, seed=cfg.seed * 10**5 + step)
+        loss = lm_loss(model, batch, cfg.answer_weight)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if step % 100 == 0 or step == cfg.steps - 1:
+            model.eval()
+            acc = answer_accuracy(model, eval_batch)
+            model.train()
+            log(f"step {step} loss {loss.item():.4f} answer accuracy {acc:.3f}")
+    model.eval()
+    return model
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    """Word-level tokenizer over `VOCAB`: splits on whitespace, decodes with single spaces."""
+    tok = Tokenizer(models.WordLevel(dict(TOKEN_ID), unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def save_base(
+    model: Qwen2ForCausalLM, path: str | os.PathLike, info: dict, dtype=torch.bfloat16
+) -> Path:
+    """Write model (safetensors, `dtype`), tokenizer and `info` (as `TASK_FILE`) to directory
+    `path`, atomically (a temporary directory renamed into place)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        model.to(dtype).save_pretrained(tmp)
+        model.float()
+        build_tokenizer().save_pretrained(tmp)
+        (tmp / TASK_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        for file in tmp.iterdir():
+            file.chmod(0o644)
+        tmp.chmod(0o755)
+        old = path.with_name(f".{path.name}.old")
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def load_base(path: str | os.PathLike = BASE_DIR):
+    """The demo base (float32, eval mode) and its tokenizer. Returns `(model, tokenizer)`."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"no demo base model at {path} (run `ahn pretrain-demo-base`)")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    return model, AutoTokenizer.from_pretrained(path)
