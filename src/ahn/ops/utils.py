@@ -120,18 +120,20 @@ def unit_tril_inverse(L: torch.Tensor) -> torch.Tensor:
 
 
 def to_chunks(x: torch.Tensor, chunk_size: int) -> torch.Tensor:
-    """`[B, T, H, ...]` -> `[N, B * H, C, ...]`, zero-padded at the end to `N * C` tokens."""
+    """`[B, T, H, ...]` -> `[N, B * H, C, ...]`, zero-padded at the end to `N * C` tokens.
+
+    One copy (two when T is not a multiple of the chunk size).
+    """
     B, T, H = x.shape[:3]
     N = -(-T // chunk_size)
-    pad = N * chunk_size - T
-    if pad:
-        x = torch.cat([x, x.new_zeros(B, pad, *x.shape[2:])], dim=1)
-    x = x.reshape(B, N, chunk_size, H, *x.shape[3:]).movedim(3, 1)  # [B, H, N, C, ...]
-    return x.flatten(0, 1).transpose(0, 1).contiguous()
+    if N * chunk_size != T:
+        x = torch.cat([x, x.new_zeros(B, N * chunk_size - T, *x.shape[2:])], dim=1)
+    x = x.unflatten(1, (N, chunk_size)).movedim(3, 0).movedim(2, 0)  # [N, H, B, C, ...]
+    return x.transpose(1, 2).contiguous().flatten(1, 2)
 
 
 def from_chunks(x: torch.Tensor, B: int, T: int) -> torch.Tensor:
-    """Inverse of `to_chunks`: `[N, B * H, C, ...]` -> `[B, T, H, ...]`, padding dropped."""
+    """Inverse of `to_chunks`: `[N, B * H, C, ...]` -> `[B, T, H, ...]` (contiguous), unpadded."""
     N, BH, C = x.shape[:3]
-    x = x.transpose(0, 1).reshape(B, BH // B, N * C, *x.shape[3:])  # [B, H, N * C, ...]
-    return x.transpose(1, 2)[:, :T].contiguous()
+    x = x.unflatten(1, (B, BH // B)).permute(1, 0, 3, 2, *range(4, x.dim() + 1))  # [B,N,C,H,.]
+    return x.reshape(B, N * C, *x.shape[3:])[:, :T].contiguous()

@@ -27,95 +27,131 @@ from ahn.ops.utils import (
     unit_tril_inverse,
 )
 
-# Tokens per chunk on CPU: large enough for the matmuls to run near peak (a power of two).
+# Tokens per chunk on CPU (a power of two): large enough for the matmuls to run near peak.
 CHUNK_SIZE = 64
+# Rows (chunks x heads x tokens) processed together between two steps of the state recurrence.
+BLOCK_TOKENS = 4096
 
 
-def _wy(k, v, gc, beta):
-    """The chunk-local WY pieces. Returns `(kk, Tinv, w, u)`: `k k^T`, `(I + L)^{-1}`, w, u."""
-    kk = k @ k.transpose(-1, -2)  # [N, M, C, C]
-    L = kk * decay_mask(gc, strict=True) * beta[..., :, None]
-    Tinv = unit_tril_inverse(L)
-    w = Tinv @ (k * (beta * gc.exp())[..., None])
-    u = Tinv @ (v * beta[..., None])
-    return kk, Tinv, w, u
+def _intra_chunk(k, v, gc, beta):
+    """Chunk-local pieces: `(decay, E, kk, Tinv, wu)`.
+
+    decay `exp(gc)` `[G, M, C]`, E the causal decay mask and kk `k k^T` `[G, M, C, C]`,
+    Tinv `(I + L)^{-1}`, wu `[w | u]` `[G, M, C, K + V]`.
+    """
+    decay = gc.exp()
+    E = decay_mask(gc, strict=False)
+    kk = k @ k.mT
+    Tinv = unit_tril_inverse(kk * E * beta[..., :, None])  # reads only the strict lower part
+    wu = Tinv @ torch.cat([k * (beta * decay)[..., None], v * beta[..., None]], dim=-1)
+    return decay, E, kk, Tinv, wu
+
+
+def _block_fwd(q, k, v, gc, beta, scale, S, o, h):
+    """One block of G chunks `[G, M, C, D]` from state S `[M, K, V]`; fills o and h (the state
+    entering each chunk, `[G, M, K, V]`) in place and returns the state leaving the block."""
+    decay, E, kk, Tinv, wu = _intra_chunk(k, v, gc, beta)
+    w, u = wu.split([k.shape[-1], v.shape[-1]], dim=-1)
+    k_end = (k * (gc[..., -1:] - gc).exp()[..., None]).mT  # k decayed to the chunk end
+    U = torch.empty_like(u)
+    for n in range(k.shape[0]):
+        h[n] = S
+        torch.baddbmm(u[n], w[n], S, alpha=-1, out=U[n])
+        S = torch.baddbmm(S * decay[n, :, -1, None, None], k_end[n], U[n])
+    torch.matmul(q * (scale * decay)[..., None], h, out=o)
+    o.flatten(0, 1).baddbmm_(((q @ k.mT) * E).flatten(0, 1), U.flatten(0, 1), alpha=scale)
+    return S
+
+
+def _block_size(M: int, C: int) -> int:
+    """Chunks per block: about BLOCK_TOKENS rows of `B * H` heads, so the block's temporaries
+    stay small (cache-friendly, and reused by the allocator instead of fresh pages)."""
+    return max(1, BLOCK_TOKENS // (M * C))
 
 
 def chunk_fwd(q, k, v, g, beta, scale, h0):
     """Forward over chunks. Inputs `[N, M, C, D]` (g, beta `[N, M, C]`), h0 `[M, K, V]` or None.
 
-    Returns o `[N, M, C, V]`, the final state `[M, K, V]`, the state entering each chunk
-    h `[N, M, K, V]` and the written values U `[N, M, C, V]`.
+    Returns o `[N, M, C, V]`, the final state `[M, K, V]` and h `[N, M, K, V]`, the state
+    entering each chunk (all the backward needs besides the inputs).
     """
     N, M, C, K = k.shape
+    V = v.shape[-1]
     gc = g.cumsum(-1)
-    _, _, w, u = _wy(k, v, gc, beta)
-    k_end = k * (gc[..., -1:] - gc).exp()[..., None]  # k decayed to the chunk end
-    decay_end = gc[..., -1].exp()[..., None, None]  # [N, M, 1, 1]
-    h = k.new_empty(N + 1, M, K, v.shape[-1])  # h[n]: the state entering chunk n
-    h[0] = 0 if h0 is None else h0
-    U = torch.empty_like(u)
-    k_end = k_end.transpose(-1, -2)
-    for n in range(N):
-        torch.baddbmm(u[n], w[n], h[n], alpha=-1, out=U[n])
-        torch.baddbmm(h[n] * decay_end[n], k_end[n], U[n], out=h[n + 1])
-    S, h = h[N], h[:N]
-    P = (q @ k.transpose(-1, -2)) * decay_mask(gc, strict=False)
-    o = scale * ((q * gc.exp()[..., None]) @ h + P @ U)
-    return o, S, h, U
+    o, h = torch.empty_like(v), k.new_empty(N, M, K, V)
+    S = k.new_zeros(M, K, V) if h0 is None else h0
+    G = _block_size(M, C)
+    for b in range(0, N, G):
+        blk = slice(b, b + G)
+        S = _block_fwd(q[blk], k[blk], v[blk], gc[blk], beta[blk], scale, S, o[blk], h[blk])
+    return o, S, h
 
 
-def chunk_bwd(q, k, v, g, beta, scale, h, U, do, dS, need_dg):
-    """Gradients of `chunk_fwd` w.r.t. q, k, v, g, beta and h0, given do and dS (final state).
-
-    Shapes as in `chunk_fwd`; dS `[M, K, V]` or None. dg is None unless need_dg.
-    """
-    N, M, C, K = k.shape
-    gc = g.cumsum(-1)
-    kk, Tinv, w, u = _wy(k, v, gc, beta)
-    E = decay_mask(gc, strict=False)
-    qk = q @ k.transpose(-1, -2)
-    P = qk * E
-    decay, decay_to_end = gc.exp(), (gc[..., -1:] - gc).exp()
-    qg, k_end = q * decay[..., None], k * decay_to_end[..., None]
+def _block_bwd(q, k, v, gc, beta, h, scale, do, dS, need_dg):
+    """Gradients of one block (inputs as `_block_fwd`, h its entering states), given do and
+    dS, the gradient of the state leaving the block. Returns `(dq, dk, dv, dgc, dbeta, dS_in)`."""
+    decay, E, kk, Tinv, wu = _intra_chunk(k, v, gc, beta)
+    K = k.shape[-1]
+    w, u = wu.split([K, v.shape[-1]], dim=-1)
+    U = u - w @ h
+    qk = q @ k.mT
+    to_end = (gc[..., -1:] - gc).exp()
+    k_end, qg = k * to_end[..., None], q * decay[..., None]
     do = scale * do
-    dU = P.transpose(-1, -2) @ do
-    dh_out = qg.transpose(-1, -2) @ do  # d(state entering chunk n) from the outputs of chunk n
+    dU = (qk * E).mT @ do
+    dh_out = qg.mT @ do  # d(state entering chunk n) from the outputs of chunk n
     dS_end = torch.empty_like(h)  # gradient w.r.t. the state leaving each chunk
-    dS = torch.zeros_like(h[0]) if dS is None else dS
-    for n in reversed(range(N)):
+    for n in reversed(range(k.shape[0])):
         dS_end[n] = dS
-        dU[n] += k_end[n] @ dS
-        dS = decay[n, :, -1, None, None] * dS + dh_out[n] - w[n].transpose(-1, -2) @ dU[n]
-    dh0 = dS
+        dU[n].baddbmm_(k_end[n], dS)
+        dS = torch.baddbmm(dh_out[n] + decay[n, :, -1, None, None] * dS, w[n].mT, dU[n], alpha=-1)
 
-    dqg = do @ h.transpose(-1, -2)
-    dP = (do @ U.transpose(-1, -2)) * E
+    dqg = do @ h.mT
+    dP = (do @ U.mT) * E
     dq = dqg * decay[..., None] + dP @ k
-    dk_end = U @ dS_end.transpose(-1, -2)
-    dk = dk_end * decay_to_end[..., None] + dP.transpose(-1, -2) @ q
-    # through U = u - w h, u = Tinv (beta v), w = Tinv (beta Γ k)
-    du = torch.cat([dU, -dU @ h.transpose(-1, -2)], dim=-1)
-    dvb, dkbg = (Tinv.transpose(-1, -2) @ du).split([v.shape[-1], K], dim=-1)
+    dk_end = U @ dS_end.mT
+    dk = dk_end * to_end[..., None] + dP.mT @ q
+    # through U = u - w h, [w | u] = Tinv [beta Γ k | beta v]
+    dwu = Tinv.mT @ torch.cat([-dU @ h.mT, dU], dim=-1)
+    dkbg, dvb = dwu.split([K, v.shape[-1]], dim=-1)
     dv = dvb * beta[..., None]
-    dk = dk + dkbg * (beta * decay)[..., None]
+    dk += dkbg * (beta * decay)[..., None]
     dbeta = (dvb * v).sum(-1) + (dkbg * k).sum(-1) * decay
     # through Tinv = (I + L)^{-1}: dL = -Tinv^T dTinv Tinv^T = -(dvb u^T + dkbg w^T)
-    dL = -(dvb @ u.transpose(-1, -2) + dkbg @ w.transpose(-1, -2)).tril(-1)
-    dLE = dL * E
-    dbeta = dbeta + (dLE * kk).sum(-1)
+    dLE = (dwu @ wu.mT).tril_(-1).mul_(E).neg_()
+    dbeta += (dLE * kk).sum(-1)
     dkk = dLE * beta[..., :, None]
-    dk = dk + (dkk + dkk.transpose(-1, -2)) @ k
+    dk += (dkk + dkk.mT) @ k
     if not need_dg:
-        return dq, dk, dv, None, dbeta, dh0
-    # d gc: every term above in which gc appears, then the reverse cumsum of g -> gc
+        return dq, dk, dv, None, dbeta, dS
+    # d gc: every term above in which gc appears (the caller maps it back to g)
     dgc = (dqg * qg).sum(-1) + (dkbg * k).sum(-1) * beta * decay
-    dgc = dgc - (dk_end * k_end).sum(-1)
+    dgc -= (dk_end * k_end).sum(-1)
     for A in (dP * qk, dLE * kk * beta[..., :, None]):  # terms in exp(gc_t - gc_j)
-        dgc = dgc + A.sum(-1) - A.sum(-2)
+        dgc += A.sum(-1) - A.sum(-2)
     dgc[..., -1] += (dk_end * k_end).sum((-2, -1)) + (h * dS_end).sum((-2, -1)) * decay[..., -1]
-    dg = dgc.flip(-1).cumsum(-1).flip(-1)
-    return dq, dk, dv, dg, dbeta, dh0
+    return dq, dk, dv, dgc, dbeta, dS
+
+
+def chunk_bwd(q, k, v, g, beta, h, scale, do, dS, need_dg):
+    """Gradients of `chunk_fwd` w.r.t. q, k, v, g, beta and h0, given do and dS (final state).
+
+    Shapes as in `chunk_fwd`; dS `[M, K, V]` or None. Block by block in reverse, recomputing
+    the chunk-local pieces from the inputs and h. dg is None unless need_dg.
+    """
+    N, M, C, K = k.shape
+    gc = g.cumsum(-1)
+    dq, dk, dv, dgc, dbeta = (torch.empty_like(x) for x in (q, k, v, g, beta))
+    dS = torch.zeros_like(h[0]) if dS is None else dS
+    G = _block_size(M, C)
+    for b in reversed(range(0, N, G)):
+        blk = slice(b, b + G)
+        args = (q[blk], k[blk], v[blk], gc[blk], beta[blk], h[blk], scale, do[blk], dS, need_dg)
+        dq[blk], dk[blk], dv[blk], dgc_blk, dbeta[blk], dS = _block_bwd(*args)
+        if need_dg:
+            dgc[blk] = dgc_blk
+    dg = dgc.flip(-1).cumsum(-1).flip(-1) if need_dg else None  # back from gc = cumsum(g)
+    return dq, dk, dv, dg, dbeta, dS
 
 
 class ChunkGatedDeltaRuleFunction(torch.autograd.Function):
@@ -123,16 +159,17 @@ class ChunkGatedDeltaRuleFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, g, beta, scale, h0):
-        o, S, h, U = chunk_fwd(q, k, v, g, beta, scale, h0)
-        ctx.save_for_backward(q, k, v, g, beta, h, U)
-        ctx.scale = scale
+        o, S, h = chunk_fwd(q, k, v, g, beta, scale, h0)
+        if any(ctx.needs_input_grad):
+            ctx.save_for_backward(q, k, v, g, beta, h)
+            ctx.scale = scale
         return o, S
 
     @staticmethod
     def backward(ctx, do, dS):
-        q, k, v, g, beta, h, U = ctx.saved_tensors
+        q, k, v, g, beta, h = ctx.saved_tensors
         need_dg = ctx.needs_input_grad[3]
-        dq, dk, dv, dg, dbeta, dh0 = chunk_bwd(q, k, v, g, beta, ctx.scale, h, U, do, dS, need_dg)
+        dq, dk, dv, dg, dbeta, dh0 = chunk_bwd(q, k, v, g, beta, h, ctx.scale, do, dS, need_dg)
         return dq, dk, dv, dg, dbeta, None, (dh0 if ctx.needs_input_grad[6] else None)
 
 
