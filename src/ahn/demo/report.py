@@ -159,7 +159,9 @@ def _memory(ax, report):
     bill = report["memory_bill"]
     for m in METHODS:
         ax.plot(bill["lengths"], bill[m]["cache_bytes"], marker="o", label=m)
-    ax.set_xscale("log")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(bill["lengths"], [str(n) for n in bill["lengths"]])
+    ax.minorticks_off()
     ax.set_yscale("log")
     ax.set_xlabel("tokens processed")
     ax.set_ylabel("cache bytes (measured)")
