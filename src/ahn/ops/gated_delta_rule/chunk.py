@@ -47,20 +47,24 @@ def _intra_chunk(k, v, gc, beta):
     return decay, E, kk, Tinv, wu
 
 
-def _block_fwd(q, k, v, gc, beta, scale, S, o, h):
-    """One block of G chunks `[G, M, C, D]` from state S `[M, K, V]`; fills o and h (the state
-    entering each chunk, `[G, M, K, V]`) in place and returns the state leaving the block."""
+def _block_fwd(q, k, v, gc, beta, scale, o, h, saved):
+    """One block of G chunks `[G, M, C, D]`, filling o, h and saved in place.
+
+    h `[G + 1, M, K, V]`: h[0] holds the state entering the block; h[n + 1] receives the state
+    leaving chunk n. saved: None, or buffers `(Tinv, wu)` to keep those for the backward.
+    """
     decay, E, kk, Tinv, wu = _intra_chunk(k, v, gc, beta)
+    if saved is not None:
+        saved[0].copy_(Tinv)
+        saved[1].copy_(wu)
     w, u = wu.split([k.shape[-1], v.shape[-1]], dim=-1)
     k_end = (k * (gc[..., -1:] - gc).exp()[..., None]).mT  # k decayed to the chunk end
     U = torch.empty_like(u)
     for n in range(k.shape[0]):
-        h[n] = S
-        torch.baddbmm(u[n], w[n], S, alpha=-1, out=U[n])
-        S = torch.baddbmm(S * decay[n, :, -1, None, None], k_end[n], U[n])
-    torch.matmul(q * (scale * decay)[..., None], h, out=o)
+        torch.baddbmm(u[n], w[n], h[n], alpha=-1, out=U[n])
+        torch.baddbmm(h[n] * decay[n, :, -1, None, None], k_end[n], U[n], out=h[n + 1])
+    torch.matmul(q * (scale * decay)[..., None], h[:-1], out=o)
     o.flatten(0, 1).baddbmm_(((q @ k.mT) * E).flatten(0, 1), U.flatten(0, 1), alpha=scale)
-    return S
 
 
 def _block_size(M: int, C: int) -> int:
@@ -69,28 +73,40 @@ def _block_size(M: int, C: int) -> int:
     return max(1, BLOCK_TOKENS // (M * C))
 
 
-def chunk_fwd(q, k, v, g, beta, scale, h0):
+def chunk_fwd(q, k, v, g, beta, scale, h0, keep_states=True):
     """Forward over chunks. Inputs `[N, M, C, D]` (g, beta `[N, M, C]`), h0 `[M, K, V]` or None.
 
-    Returns o `[N, M, C, V]`, the final state `[M, K, V]` and h `[N, M, K, V]`, the state
-    entering each chunk (all the backward needs besides the inputs).
+    Returns o `[N, M, C, V]`, the final state `[M, K, V]` and, when keep_states, what the
+    backward needs besides the inputs: h `[N, M, K, V]` (the state entering each chunk), Tinv
+    `[N, M, C, C]` and wu `[N, M, C, K + V]`; otherwise None.
     """
     N, M, C, K = k.shape
     V = v.shape[-1]
     gc = g.cumsum(-1)
-    o, h = torch.empty_like(v), k.new_empty(N, M, K, V)
-    S = k.new_zeros(M, K, V) if h0 is None else h0
     G = _block_size(M, C)
+    o = torch.empty_like(v)
+    h = k.new_empty(N + 1 if keep_states else G + 1, M, K, V)
+    h[0] = 0 if h0 is None else h0
+    Tinv, wu = (k.new_empty(N, M, C, C), k.new_empty(N, M, C, K + V)) if keep_states else (0, 0)
     for b in range(0, N, G):
         blk = slice(b, b + G)
-        S = _block_fwd(q[blk], k[blk], v[blk], gc[blk], beta[blk], scale, S, o[blk], h[blk])
-    return o, S, h
+        hb = h[b : b + G + 1] if keep_states else h[: min(G, N - b) + 1]
+        saved = (Tinv[blk], wu[blk]) if keep_states else None
+        _block_fwd(q[blk], k[blk], v[blk], gc[blk], beta[blk], scale, o[blk], hb, saved)
+        if not keep_states:
+            h[0] = hb[-1]
+    if not keep_states:
+        return o, h[0], None
+    return o, h[N], (h[:N], Tinv, wu)
 
 
-def _block_bwd(q, k, v, gc, beta, h, scale, do, dS, need_dg):
-    """Gradients of one block (inputs as `_block_fwd`, h its entering states), given do and
-    dS, the gradient of the state leaving the block. Returns `(dq, dk, dv, dgc, dbeta, dS_in)`."""
-    decay, E, kk, Tinv, wu = _intra_chunk(k, v, gc, beta)
+def _block_bwd(q, k, v, gc, beta, h, Tinv, wu, scale, do, dS, need_dg):
+    """Gradients of one block (inputs and saved tensors as in `_block_fwd`, h its entering
+    states), given do and dS, the gradient of the state leaving the block.
+
+    Returns `(dq, dk, dv, dgc, dbeta, dS_in)`.
+    """
+    decay, E, kk = gc.exp(), decay_mask(gc, strict=False), k @ k.mT
     K = k.shape[-1]
     w, u = wu.split([K, v.shape[-1]], dim=-1)
     U = u - w @ h
@@ -133,12 +149,13 @@ def _block_bwd(q, k, v, gc, beta, h, scale, do, dS, need_dg):
     return dq, dk, dv, dgc, dbeta, dS
 
 
-def chunk_bwd(q, k, v, g, beta, h, scale, do, dS, need_dg):
+def chunk_bwd(q, k, v, g, beta, saved, scale, do, dS, need_dg):
     """Gradients of `chunk_fwd` w.r.t. q, k, v, g, beta and h0, given do and dS (final state).
 
-    Shapes as in `chunk_fwd`; dS `[M, K, V]` or None. Block by block in reverse, recomputing
-    the chunk-local pieces from the inputs and h. dg is None unless need_dg.
+    Shapes as in `chunk_fwd`, saved its `(h, Tinv, wu)`; dS `[M, K, V]` or None. Block by block
+    in reverse. dg is None unless need_dg.
     """
+    h, Tinv, wu = saved
     N, M, C, K = k.shape
     gc = g.cumsum(-1)
     dq, dk, dv, dgc, dbeta = (torch.empty_like(x) for x in (q, k, v, g, beta))
@@ -146,8 +163,9 @@ def chunk_bwd(q, k, v, g, beta, h, scale, do, dS, need_dg):
     G = _block_size(M, C)
     for b in reversed(range(0, N, G)):
         blk = slice(b, b + G)
-        args = (q[blk], k[blk], v[blk], gc[blk], beta[blk], h[blk], scale, do[blk], dS, need_dg)
-        dq[blk], dk[blk], dv[blk], dgc_blk, dbeta[blk], dS = _block_bwd(*args)
+        inputs = (x[blk] for x in (q, k, v, gc, beta, h, Tinv, wu))
+        grads = _block_bwd(*inputs, scale, do[blk], dS, need_dg)
+        dq[blk], dk[blk], dv[blk], dgc_blk, dbeta[blk], dS = grads
         if need_dg:
             dgc[blk] = dgc_blk
     dg = dgc.flip(-1).cumsum(-1).flip(-1) if need_dg else None  # back from gc = cumsum(g)
@@ -159,17 +177,19 @@ class ChunkGatedDeltaRuleFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, g, beta, scale, h0):
-        o, S, h = chunk_fwd(q, k, v, g, beta, scale, h0)
-        if any(ctx.needs_input_grad):
-            ctx.save_for_backward(q, k, v, g, beta, h)
+        keep_states = any(ctx.needs_input_grad)
+        o, S, saved = chunk_fwd(q, k, v, g, beta, scale, h0, keep_states)
+        if keep_states:
+            ctx.save_for_backward(q, k, v, g, beta, *saved)
             ctx.scale = scale
         return o, S
 
     @staticmethod
     def backward(ctx, do, dS):
-        q, k, v, g, beta, h = ctx.saved_tensors
+        q, k, v, g, beta, *saved = ctx.saved_tensors
         need_dg = ctx.needs_input_grad[3]
-        dq, dk, dv, dg, dbeta, dh0 = chunk_bwd(q, k, v, g, beta, h, ctx.scale, do, dS, need_dg)
+        grads = chunk_bwd(q, k, v, g, beta, saved, ctx.scale, do, dS, need_dg)
+        dq, dk, dv, dg, dbeta, dh0 = grads
         return dq, dk, dv, dg, dbeta, None, (dh0 if ctx.needs_input_grad[6] else None)
 
 
