@@ -23,7 +23,12 @@ import torch
 import torch.nn.functional as F
 
 import ahn.ops.gated_delta_rule.chunk as chunk_module
-from ahn.ops import chunk_gated_delta_rule, naive_recurrent_gated_delta_rule
+from ahn.ops import (
+    chunk_gated_delta_rule,
+    fused_recurrent_gated_delta_rule,
+    mamba_chunk_scan_combined,
+    naive_recurrent_gated_delta_rule,
+)
 
 KERNELS = {"naive": naive_recurrent_gated_delta_rule, "chunk": chunk_gated_delta_rule}
 
@@ -108,6 +113,7 @@ def main(argv=None) -> int:
     H, D = args.heads, args.head_dim
     print(f"threads {args.threads}  chunk size {args.chunk_size}  H {H}  D {D}  B 1")
     print(f"fp32 matmul 2048^3: best {peak:.1f} GFLOP/s (worst {peak_worst:.1f})")
+    print_decode(args)
     header = f"{'T':>6} {'kernel':>6} {'mode':>7} {'tok/s':>10} {'spread':>6} {'GFLOP/s':>8}"
     print(header + f" {'of peak':>7} {'x naive':>7} {'bwd/fwd':>7}")
     rows = []
@@ -126,12 +132,42 @@ def main(argv=None) -> int:
                 rows.append(row)
                 print_row(row)
     print("~ : estimated from a shorter T by linear scaling (the recurrence is linear in T)")
+    end_peak = matmul_gflops(args.repeats)[0]
+    print(f"fp32 matmul again at the end: {end_peak:.1f} GFLOP/s (fractions above use the start)")
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json + ".tmp", "w") as handle:
             json.dump({"args": vars(args), "matmul_gflops": peak, "rows": rows}, handle, indent=2)
         os.replace(args.json + ".tmp", args.json)
     return 0
+
+
+def print_decode(args) -> None:
+    """Latency of one decode step (T = 1) of each kernel, forward only."""
+    x = make_inputs(1, args.heads, args.head_dim)
+    S = torch.zeros(1, args.heads, args.head_dim, args.head_dim)
+    steps = {
+        "fused_recurrent_gated_delta_rule": lambda: fused_recurrent_gated_delta_rule(
+            **x, initial_state=S, output_final_state=True
+        ),
+        "chunk_gated_delta_rule": lambda: chunk_gated_delta_rule(
+            **x, initial_state=S, output_final_state=True
+        ),
+        "mamba_chunk_scan_combined": lambda: mamba_chunk_scan_combined(
+            x["v"],
+            x["beta"],
+            -torch.ones(args.heads),
+            x["k"],
+            x["q"],
+            64,
+            initial_states=S,
+            return_final_states=True,
+        ),  # fmt: skip
+    }
+    for name, step in steps.items():
+        with torch.no_grad():
+            best, _ = best_of(step, max(args.repeats, 20))
+        print(f"decode step (T = 1) {name}: {best * 1e6:.0f} us")
 
 
 def print_row(row: dict) -> None:
