@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -24,9 +25,8 @@ def write_text_data(path, count=24, seed=0):
     return path
 
 
-def test_two_processes_equal_one_with_the_doubled_batch(tmp_path, base_dir):
-    data = write_text_data(tmp_path / "d.jsonl")
-    common = [
+def common_flags(base_dir, data):
+    return [
         "--base",
         str(base_dir),
         "--data",
@@ -38,11 +38,39 @@ def test_two_processes_equal_one_with_the_doubled_batch(tmp_path, base_dir):
         "--lr",
         "1e-2",
         "--save-every",
-        "0",
+        "2",
         "--min-len",
         "40",
     ]
-    assert main(["train", *common, "--output", str(tmp_path / "one"), "--batch-size", "4"]) == 0
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory, base_dir):
+    tmp = tmp_path_factory.mktemp("one")
+    data = write_text_data(tmp / "d.jsonl")
+    argv = [
+        "train",
+        *common_flags(base_dir, data),
+        "--output",
+        str(tmp / "out"),
+        "--batch-size",
+        "4",
+    ]
+    assert main(argv) == 0
+    return data, tmp / "out"
+
+
+def read_run(output):
+    return {
+        "ahn": load_file(str(output / "ahn_model.safetensors")),
+        "optimizer": load_file(str(output / "checkpoint-2" / "optimizer.safetensors")),
+        "log": [json.loads(line) for line in open(output / "train_log.jsonl")],
+    }
+
+
+@pytest.mark.parametrize("sharding", [[], ["--fsdp"]], ids=["replicated", "fsdp"])
+def test_two_processes_equal_one_with_the_doubled_batch(tmp_path, base_dir, one_process, sharding):
+    data, one_output = one_process
     launch = [
         sys.executable,
         "-m",
@@ -53,26 +81,26 @@ def test_two_processes_equal_one_with_the_doubled_batch(tmp_path, base_dir):
         "-m",
         "ahn",
         "train",
-        *common,
+        *common_flags(base_dir, data),
         "--output",
         str(tmp_path / "two"),
         "--batch-size",
         "1",
         "--grad-accum",
         "2",
+        *sharding,
     ]
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     done = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    one = load_file(str(tmp_path / "one" / "ahn_model.safetensors"))
-    two = load_file(str(tmp_path / "two" / "ahn_model.safetensors"))
-    assert one.keys() == two.keys()
-    for name in one:
-        torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-6, msg=name)
-    logs = [
-        [json.loads(x) for x in open(tmp_path / run / "train_log.jsonl")] for run in ("one", "two")
-    ]
-    for a, b in zip(*logs, strict=True):
+    one, two = read_run(one_output), read_run(tmp_path / "two")
+    for part in ("ahn", "optimizer"):
+        assert one[part].keys() == two[part].keys()
+        for name in one[part]:
+            torch.testing.assert_close(
+                two[part][name], one[part][name], rtol=1e-4, atol=1e-6, msg=name
+            )
+    for a, b in zip(one["log"], two["log"], strict=True):
         assert (a["sinks"], a["window"], a["loss_tokens"]) == (
             b["sinks"],
             b["window"],

@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import ahn
+from ahn.train.sharding import full_tensor, shard_like
 
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -79,25 +80,23 @@ def write_json(path: Path, data: dict) -> None:
 def optimizer_tensors(
     optimizer: torch.optim.Optimizer, names: dict[torch.nn.Parameter, str]
 ) -> tuple[dict[str, torch.Tensor], dict]:
-    """Split optimizer state into tensors keyed `NAME::KEY` and the json-able rest."""
+    """Split optimizer state into whole tensors keyed `NAME::KEY` and the json-able rest.
+
+    With sharded parameters this gathers each tensor: every rank must call it.
+    """
     tensors, scalars = {}, {}
     for param, state in optimizer.state.items():
         for key, value in state.items():
             if torch.is_tensor(value):
-                tensors[f"{names[param]}::{key}"] = value.detach().cpu().contiguous()
+                tensors[f"{names[param]}::{key}"] = full_tensor(value).detach().cpu().contiguous()
             else:
                 scalars[f"{names[param]}::{key}"] = value
     groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
     return tensors, {"state": scalars, "param_groups": groups}
 
 
-def save_optimizer(
-    directory: Path, optimizer: torch.optim.Optimizer, names: dict[torch.nn.Parameter, str]
-) -> dict:
-    """Write `optimizer.safetensors`; return the json part for `trainer_state.json`."""
-    tensors, rest = optimizer_tensors(optimizer, names)
+def write_optimizer(directory: Path, tensors: dict[str, torch.Tensor]) -> None:
     save_file(tensors, str(directory / OPTIMIZER_FILE))
-    return rest
 
 
 def load_optimizer(
@@ -106,18 +105,20 @@ def load_optimizer(
     names: dict[torch.nn.Parameter, str],
     rest: dict,
 ) -> None:
-    """Restore what `save_optimizer` wrote into an optimizer over the same named parameters."""
+    """Restore what `optimizer_tensors` saved (as `OPTIMIZER_FILE` + `rest`) into an optimizer
+    over the same named parameters (sharded or not)."""
     tensors = load_file(str(directory / OPTIMIZER_FILE))
     index = {}
     for group in optimizer.param_groups:
         for param in group["params"]:
-            index[names[param]] = len(index)
+            index[names[param]] = (len(index), param)
     state: dict[int, dict] = {}
     for flat, value in [*tensors.items(), *rest["state"].items()]:
         name, key = flat.rsplit("::", 1)
         if name not in index:
             raise ValueError(f"checkpoint {directory} has optimizer state for unknown {name!r}")
-        state.setdefault(index[name], {})[key] = value
+        i, param = index[name]
+        state.setdefault(i, {})[key] = shard_like(value, param) if torch.is_tensor(value) else value
     groups = optimizer.state_dict()["param_groups"]
     for group, saved in zip(groups, rest["param_groups"], strict=True):
         group.update(saved)

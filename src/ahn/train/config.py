@@ -69,6 +69,9 @@ class TrainConfig:
     gradient_checkpointing: bool = field(
         default=False, metadata=_opt("recompute decoder layers in backward")
     )
+    fsdp: bool = field(
+        default=False, metadata=_opt("shard the base over the processes (FSDP2, per layer)")
+    )
     skip_bad_lines: bool = field(
         default=False, metadata=_opt("warn about malformed data lines instead of failing")
     )

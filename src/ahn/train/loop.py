@@ -36,6 +36,7 @@ from ahn.train.evaluate import hidden_states
 from ahn.train.logger import TrainLogger
 from ahn.train.loss import distill_sums, loss_positions
 from ahn.train.schedule import get_lr
+from ahn.train.sharding import full_tensor, gathered, shard
 from ahn.train.windows import draw_window
 
 
@@ -64,16 +65,20 @@ def train(
     output.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     model, tokenizer = prepare_model(config, env, model, tokenizer)
-    named = ahn.trainable_parameters(model)
+    resume_from = ckpt.latest_checkpoint(output) if config.resume else None
+    if resume_from is not None:
+        ahn.load(model, resume_from)  # before sharding: loads whole tensors
+    broadcast_from_main([p for _, p in ahn.trainable_parameters(model)])
+    if config.fsdp and env.world > 1:
+        shard(model, env.device, env.world)
+    named = ahn.trainable_parameters(model)  # sharded parameters under --fsdp
     params = [p for _, p in named]
-    broadcast_from_main(params)
     optimizer = build_optimizer(named, config)
     stream = build_stream(config, model, tokenizer, data)
 
     step, position = 0, DataPosition()
-    resume_from = ckpt.latest_checkpoint(output) if config.resume else None
     if resume_from is not None:
-        step, position = restore(resume_from, model, optimizer, named, env)
+        step, position = restore(resume_from, optimizer, named, env)
     logger = TrainLogger(output, config.steps, step, env.is_main, config.tensorboard)
     global_size = env.world * config.batch_size * config.grad_accum
     batches = stream.global_batches(global_size, position)
@@ -90,8 +95,9 @@ def train(
                 save_checkpoint(model, optimizer, named, config, env, step, position)
     finally:
         logger.close()
-    if env.is_main:
-        ckpt.save_ahn_into(model, output)
+    with gathered(model):
+        if env.is_main:
+            ckpt.save_ahn_into(model, output)
     finish(env)
     return model
 
@@ -243,12 +249,12 @@ def _sync_and_step(
         if param.grad is None:
             param.grad = torch.zeros_like(param)
         grads.append(param.grad)
-    all_reduce_sum([*grads, sums])
+    all_reduce_sum([sums] if config.fsdp else [*grads, sums])  # FSDP reduced the gradients
     if not enabled:  # no trained position in the whole batch: nothing to learn from
         optimizer.zero_grad(set_to_none=True)
         return 0.0
     max_norm = config.max_grad_norm if config.max_grad_norm > 0 else float("inf")
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    grad_norm = float(full_tensor(torch.nn.utils.clip_grad_norm_(params, max_norm)))
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return grad_norm
@@ -286,13 +292,16 @@ def save_checkpoint(
     barrier()
     tmp = tmp or Path(f"{ckpt.checkpoint_dir(config.output, step)}.tmp")
     ckpt.save_rng(tmp, env.rank)
-    barrier()
+    tensors, optimizer_rest = ckpt.optimizer_tensors(optimizer, {p: n for n, p in named})
+    with gathered(model):
+        if env.is_main:
+            ckpt.save_ahn_into(model, tmp)
     if env.is_main:
-        ckpt.save_ahn_into(model, tmp)
+        ckpt.write_optimizer(tmp, tensors)
         state = {
             "step": step,
             "data_position": dataclasses.asdict(position),
-            "optimizer": ckpt.save_optimizer(tmp, optimizer, {p: n for n, p in named}),
+            "optimizer": optimizer_rest,
             "world_size": env.world,
             "config": config.to_dict(),
         }
@@ -301,10 +310,10 @@ def save_checkpoint(
     barrier()
 
 
-def restore(path: Path, model, optimizer, named, env: DistEnv) -> tuple[int, DataPosition]:
-    """Load AHN weights, optimizer and RNG states of a checkpoint; return (step, data position)."""
+def restore(path: Path, optimizer, named, env: DistEnv) -> tuple[int, DataPosition]:
+    """Load the optimizer and RNG states of a checkpoint (its AHN weights are loaded before
+    sharding); return (step, data position)."""
     state = json.loads((path / ckpt.STATE_FILE).read_text())
-    ahn.load(model, path)
     ckpt.load_optimizer(path, optimizer, {p: n for n, p in named}, state["optimizer"])
     ckpt.load_rng(path, env.rank)
     return state["step"], DataPosition(**state["data_position"])
