@@ -39,6 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--sinks", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3, help="timed steps after one warm-up")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--json", help="also write the rows to this file")
     parser.add_argument("--worker", choices=CASES, help=argparse.SUPPRESS)
     parser.add_argument("--seq-len", type=int, help=argparse.SUPPRESS)
@@ -129,6 +130,8 @@ def make_train_step(model, args):
 def run_worker(args) -> dict:
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model = build_model(args)
     input_ids = torch.randint(0, args.vocab, (1, args.seq_len), device=args.device)
     step = {"base": base_step, "student": student_step}.get(args.worker)

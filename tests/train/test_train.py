@@ -66,7 +66,7 @@ def test_ahn_learns_what_the_window_forgets(trained):
     kls = [r["kl"] for r in records]
     assert sum(kls[-10:]) < 0.95 * sum(kls[:10])
     held_out = evaluate_kl(model, topic_sequences(8, seed=1), sinks=0, window=32)
-    assert held_out["ahn"] < 0.92 * held_out["sliding"], held_out
+    assert held_out["ahn"] < 0.9 * held_out["sliding"], held_out
 
 
 def test_base_weights_are_bit_identical(trained):
