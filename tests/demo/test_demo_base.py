@@ -38,6 +38,8 @@ def test_shipped_files_and_size(shipped):
     assert model.config.hidden_size == expected.hidden_size
     assert model.config.num_hidden_layers == expected.num_hidden_layers
     assert len(tokenizer) == model.config.vocab_size
+    ids = make_batch(2, task, seed=5).input_ids
+    assert tokenizer(tokenizer.batch_decode(ids))["input_ids"] == ids.tolist()
 
 
 def test_shipped_model_needs_long_range(shipped):

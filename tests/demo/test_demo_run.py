@@ -37,6 +37,9 @@ def test_reduced_demo_writes_the_report(reduced):
     for name in ("accuracy", "nll_by_position", "memory", "training"):
         assert (reduced / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     assert (reduced / "ahn" / "ahn_config.json").is_file()
+    for example in report["examples"]:
+        assert set(example["answers"]) == set(METHODS)
+        assert example["answers"]["full"] == example["expected"]
 
 
 def test_demo_is_deterministic_for_a_seed(reduced, tmp_path):

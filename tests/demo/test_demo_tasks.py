@@ -45,8 +45,11 @@ def test_batch_is_a_function_of_the_seed_and_matches_the_tokenizer():
     assert torch.equal(a.input_ids, b.input_ids) and torch.equal(a.answer_mask, b.answer_mask)
     assert not torch.equal(a.input_ids, make_batch(4, task, seed=8).input_ids)
     tokenizer = build_tokenizer()
-    assert len(tokenizer) == len(VOCAB)
+    assert tokenizer.convert_ids_to_tokens(list(range(5, len(VOCAB)))) == [
+        "Ġ" + w for w in VOCAB[5:]
+    ]
     text = tokenizer.decode(a.input_ids[0])
+    assert text.split() == [VOCAB[i] for i in a.input_ids[0]]
     assert tokenizer(text)["input_ids"] == a.input_ids[0].tolist()
     answers = a.input_ids[:, 1:][a.answer_mask[:, :-1]]
     assert all(VOCAB[i] in VALUES for i in answers.tolist())

@@ -11,16 +11,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
-    PreTrainedTokenizerFast,
     Qwen2Config,
     Qwen2ForCausalLM,
+    Qwen2Tokenizer,
 )
 
-from ahn.demo.tasks import TOKEN_ID, VOCAB, Batch, TaskConfig, make_batch
+from ahn.demo.tasks import SPECIALS, TOKEN_ID, VOCAB, Batch, TaskConfig, make_batch
 
 BASE_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo-base"
 TASK_FILE = "demo_task.json"  # the task and pretraining setup, next to the weights
@@ -50,7 +49,7 @@ class PretrainConfig:
 
 def model_config(cfg: PretrainConfig, task: TaskConfig) -> Qwen2Config:
     return Qwen2Config(
-        vocab_size=len(VOCAB),
+        vocab_size=len(tokenizer_vocab()[0]),
         hidden_size=cfg.hidden,
         intermediate_size=4 * cfg.hidden,
         num_hidden_layers=cfg.layers,
@@ -124,17 +123,40 @@ def pretrain(cfg: PretrainConfig, task: TaskConfig, log=print) -> Qwen2ForCausal
     return model
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
-    """Word-level tokenizer over `VOCAB`: splits on whitespace, decodes with single spaces."""
-    tok = Tokenizer(models.WordLevel(dict(TOKEN_ID), unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
+def tokenizer_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Byte-level BPE vocabulary and merges in which every word of `VOCAB` is one token.
+
+    Words are pre-tokenized as in Qwen2 (`"Ġword"`, a leading space, added to the first word
+    too); token `i < len(VOCAB)` is word `VOCAB[i]` (so `TOKEN_ID` holds), followed by the
+    characters and word prefixes the merges need.
+    """
+    vocab = {w if w in SPECIALS else "Ġ" + w: i for i, w in enumerate(VOCAB)}
+    merges = []
+    for word in VOCAB:
+        if word in SPECIALS:
+            continue
+        piece = "Ġ" + word
+        for ch in piece:
+            vocab.setdefault(ch, len(vocab))
+        for end in range(2, len(piece) + 1):
+            vocab.setdefault(piece[:end], len(vocab))
+            if (piece[: end - 1], piece[end - 1]) not in merges:
+                merges.append((piece[: end - 1], piece[end - 1]))
+    return vocab, merges
+
+
+def build_tokenizer() -> Qwen2Tokenizer:
+    """The demo tokenizer: a `Qwen2Tokenizer` (what `AutoTokenizer` builds for a Qwen2 model
+    directory) whose words are single tokens; text is whitespace-separated words."""
+    vocab, merges = tokenizer_vocab()
+    return Qwen2Tokenizer(
+        vocab=vocab,
+        merges=merges,
+        add_prefix_space=True,
+        unk_token="<unk>",
         bos_token="<bos>",
         eos_token="<eos>",
         pad_token="<pad>",
-        unk_token="<unk>",
-        clean_up_tokenization_spaces=False,
     )
 
 

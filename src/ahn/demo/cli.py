@@ -14,8 +14,8 @@ import torch
 import ahn
 from ahn.config import MEMORY_TYPES
 from ahn.demo.base import BASE_DIR, TASK_FILE, load_base
-from ahn.demo.evaluate import METHODS, evaluate, memory_bill
-from ahn.demo.report import results_table, summary, write_report
+from ahn.demo.evaluate import METHODS, evaluate, examples, memory_bill
+from ahn.demo.report import examples_text, results_table, summary, write_report
 from ahn.demo.tasks import TaskConfig, make_batch
 
 EVAL_SEED = 10**9  # held-out sequences: seeds far from every training seed
@@ -119,7 +119,7 @@ def run_demo(cfg: DemoConfig) -> dict:
 def _run_demo(cfg: DemoConfig) -> dict:
     torch.manual_seed(cfg.seed)
     task = read_task(cfg.base)
-    model, _ = load_base(cfg.base)
+    model, tokenizer = load_base(cfg.base)
     base_parameters = sum(p.numel() for p in model.parameters())
     ahn.augment(model, ahn.AHNConfig(memory=cfg.memory, window=cfg.window, sinks=cfg.sinks))
     print(f"Training a {cfg.memory} AHN on {cfg.base} by self-distillation ({cfg.steps} steps)")
@@ -139,6 +139,7 @@ def _run_demo(cfg: DemoConfig) -> dict:
         "results": results,
         "recovered_fraction": (acc["ahn"] - acc["sliding"]) / gap if gap > 0 else float("nan"),
         "memory_bill": memory_bill(model, lengths, cfg.window, cfg.sinks, cfg.seed),
+        "examples": examples(model, tokenizer, held_out, n=3),
     }
 
 
@@ -151,5 +152,6 @@ def run(args: argparse.Namespace) -> int:
     print(results_table(report["results"]))
     print()
     print(summary(report))
+    print(examples_text(report))
     print("Wrote " + ", ".join(str(p) for p in paths))
     return 0

@@ -117,3 +117,31 @@ def memory_bill(model, lengths: list[int], window: int, sinks: int, seed: int) -
             bill[method]["cache_bytes"].append(measured_cache_bytes(model, ids, method))
             bill[method]["model_flops"].append(costs[method]["model_flops"])
     return {"lengths": lengths, **bill}
+
+
+@torch.no_grad()
+def examples(model, tokenizer, batch: Batch, n: int) -> list[dict]:
+    """Greedy answers of each method, through `model.generate`, to the last query of the first
+    `n` sequences of `batch`.
+
+    Returns:
+        `[{"query", "expected", "distance", "answers": {method: word}}]`.
+    """
+    rows = []
+    for i in range(min(n, batch.input_ids.shape[0])):
+        t = int(batch.answer_mask[i].nonzero().max())  # the last query's key
+        prompt = batch.input_ids[i : i + 1, : t + 1]
+        answers = {}
+        for method in METHODS:
+            with ahn.mode(model, method):
+                out = model.generate(prompt, max_new_tokens=1, do_sample=False)
+            answers[method] = tokenizer.decode(out[0, -1:]).strip()
+        rows.append(
+            {
+                "query": tokenizer.decode(prompt[0, -2:]).strip(),
+                "expected": tokenizer.decode(batch.input_ids[i, t + 1 : t + 2]).strip(),
+                "distance": int(batch.fact_distance[i, t]),
+                "answers": answers,
+            }
+        )
+    return rows

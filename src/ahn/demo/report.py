@@ -60,6 +60,15 @@ def summary(report: dict) -> str:
     )
 
 
+def examples_text(report: dict) -> str:
+    """One line per example: the query, the expected word and each method's `generate` answer."""
+    lines = ["Answers of model.generate to held-out queries (fact stated N tokens back):"]
+    for e in report["examples"]:
+        said = ", ".join(f"{m} -> {e['answers'][m]}" for m in METHODS)
+        lines.append(f"  '{e['query']}' ({e['distance']} back) expects {e['expected']}: {said}")
+    return "\n".join(lines)
+
+
 def markdown(report: dict, plots: list[str]) -> str:
     c, train, bill = report["config"], report["train"], report["memory_bill"]
     lines = [
@@ -84,6 +93,10 @@ def markdown(report: dict, plots: list[str]) -> str:
         f"{train['steps']} steps in {train['seconds']:.0f} s, final KL {train['final_kl']:.4f}.",
         f"Evaluated on {c['eval_samples']} held-out sequences of "
         f"{report['task']['length']} tokens.",
+        "",
+        "```",
+        examples_text(report),
+        "```",
         "",
         *(f"![{Path(p).stem}]({Path(p).name})" for p in plots),
         "",
