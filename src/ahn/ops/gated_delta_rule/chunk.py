@@ -9,14 +9,16 @@ state S_0 `[K, V]`, the delta-rule updates unroll to the WY / UT form (as in fla
     o   = scale ((Γ q) S_0 + (q k^T ⊙ exp(gc_t - gc_j))_{j<=t} U)
     S_C = Γ_C S_0 + (exp(gc_C - gc) k)^T U
 
-Everything but the `S_0 -> S_C` recurrence is batched over all chunks; the backward is the
-hand-derived reverse of these formulas with one reverse loop over chunks.
+Everything but the `S_0 -> S_C` recurrence is batched over a block of chunks (and all heads);
+the backward is the hand-derived reverse of these formulas, block by block in reverse, with
+the chunk states h, `(I + L)^{-1}` and `[w | u]` kept from the forward.
 """
 
 from __future__ import annotations
 
 import torch
 
+from ahn.ops.gated_delta_rule.fused_recurrent import recurrent_gated_delta_rule
 from ahn.ops.utils import (
     check_delta_inputs,
     decay_mask,
@@ -87,17 +89,17 @@ def chunk_fwd(q, k, v, g, beta, scale, h0, keep_states=True):
     o = torch.empty_like(v)
     h = k.new_empty(N + 1 if keep_states else G + 1, M, K, V)
     h[0] = 0 if h0 is None else h0
-    Tinv, wu = (k.new_empty(N, M, C, C), k.new_empty(N, M, C, K + V)) if keep_states else (0, 0)
+    kept = (k.new_empty(N, M, C, C), k.new_empty(N, M, C, K + V)) if keep_states else None
     for b in range(0, N, G):
         blk = slice(b, b + G)
         hb = h[b : b + G + 1] if keep_states else h[: min(G, N - b) + 1]
-        saved = (Tinv[blk], wu[blk]) if keep_states else None
+        saved = None if kept is None else tuple(x[blk] for x in kept)
         _block_fwd(q[blk], k[blk], v[blk], gc[blk], beta[blk], scale, o[blk], hb, saved)
         if not keep_states:
-            h[0] = hb[-1]
+            h[0] = hb[-1]  # the next block starts from the state leaving this one
     if not keep_states:
-        return o, h[0], None
-    return o, h[N], (h[:N], Tinv, wu)
+        return o, h[0].clone(), None
+    return o, h[N].clone(), (h[:N], *kept)  # a copy: in-place edits of S must not touch h
 
 
 def _block_bwd(q, k, v, gc, beta, h, Tinv, wu, scale, do, dS, need_dg):
@@ -200,9 +202,12 @@ def chunk_gated_delta_rule_fwd(
 
     Casts to fp32, L2-normalises q/k if asked, cuts the sequence into chunks and runs
     `ChunkGatedDeltaRuleFunction`. Chunks are `CHUNK_SIZE` tokens, or the next power of two
-    >= T for short inputs, so that T = 1 costs no padding.
+    >= T for short inputs. A single token (decoding) takes the token recurrence, 5x cheaper.
     """
     B, T, H, K = q.shape
+    if T == 1:
+        args = (initial_state, output_final_state, use_qk_l2norm_in_kernel)
+        return recurrent_gated_delta_rule(q, k, v, g, beta, scale, *args)
     dtype = v.dtype
     chunk = min(CHUNK_SIZE, 1 << (T - 1).bit_length())
     q, k, v, beta = (x.float() for x in (q, k, v, beta))
