@@ -65,6 +65,22 @@ def test_split_sequence_carries_state(assert_close, split):
     assert_close("S", S, S2, 1e-5)
 
 
+def test_split_sequence_gradients(assert_close):
+    inputs = delta_inputs(1, 150, 3, 32, 32, torch.float32, h0=True)
+
+    def two_calls(q, k, v, g, beta, initial_state, **kw):
+        first = chunk_gated_delta_rule(q[:, :70], k[:, :70], v[:, :70], g[:, :70], beta[:, :70],
+                                       initial_state=initial_state, **kw)  # fmt: skip
+        o2, S = chunk_gated_delta_rule(q[:, 70:], k[:, 70:], v[:, 70:], g[:, 70:], beta[:, 70:],
+                                       initial_state=first[1], **kw)  # fmt: skip
+        return torch.cat([first[0], o2], dim=1), S
+
+    ref = outputs_and_grads(chunk_gated_delta_rule, inputs, use_qk_l2norm_in_kernel=True)
+    tri = outputs_and_grads(two_calls, inputs, use_qk_l2norm_in_kernel=True)
+    for name in ref:
+        assert_close(name, ref[name], tri[name], 1e-5)
+
+
 def test_decode_after_prefill_equals_one_call(assert_close):
     x = delta_inputs(1, 80, 3, 32, 32, torch.float32, h0=False)
     kw = {"use_qk_l2norm_in_kernel": True, "output_final_state": True}
