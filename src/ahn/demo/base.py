@@ -48,6 +48,7 @@ class PretrainConfig:
 
 
 def model_config(cfg: PretrainConfig, task: TaskConfig) -> Qwen2Config:
+    """The Qwen2 config of a demo base: no sliding window, no GQA, tied embeddings."""
     return Qwen2Config(
         vocab_size=len(tokenizer_vocab()[0]),
         hidden_size=cfg.hidden,

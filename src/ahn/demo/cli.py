@@ -137,7 +137,7 @@ def _run_demo(cfg: DemoConfig) -> dict:
         "base": {"path": cfg.base, "parameters": base_parameters},
         "train": train,
         "results": results,
-        "recovered_fraction": (acc["ahn"] - acc["sliding"]) / gap if gap > 0 else float("nan"),
+        "recovered_fraction": (acc["ahn"] - acc["sliding"]) / gap if gap > 0 else None,
         "memory_bill": memory_bill(model, lengths, cfg.window, cfg.sinks, cfg.seed),
         "examples": examples(model, tokenizer, held_out, n=3),
     }
