@@ -15,7 +15,13 @@ import ahn
 from ahn.config import MEMORY_TYPES
 from ahn.demo.base import BASE_DIR, TASK_FILE, load_base
 from ahn.demo.evaluate import METHODS, evaluate, examples, memory_bill
-from ahn.demo.report import examples_text, results_table, summary, write_report
+from ahn.demo.report import (
+    breakdown_tables,
+    examples_text,
+    results_table,
+    summary,
+    write_report,
+)
 from ahn.demo.tasks import TaskConfig, make_batch
 
 EVAL_SEED = 10**9  # held-out sequences: seeds far from every training seed
@@ -150,6 +156,8 @@ def run(args: argparse.Namespace) -> int:
     paths = write_report(report, Path(cfg.output))
     print()
     print(results_table(report["results"]))
+    print()
+    print(breakdown_tables(report))
     print()
     print(summary(report))
     print(examples_text(report))
