@@ -130,8 +130,12 @@ def write_report(report: dict, output: Path) -> list[Path]:
 
 
 def write_plots(report: dict, output: Path) -> list[Path]:
-    import matplotlib
-
+    """The `PLOTS` as PNG files (none, with a note, when matplotlib is not installed)."""
+    try:
+        import matplotlib
+    except ImportError:
+        print("matplotlib is not installed (pip install 'ahn[plots]'): no plots written")
+        return []
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
