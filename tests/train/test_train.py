@@ -1,6 +1,7 @@
 """End-to-end training runs on tiny models (the slow part of tests/train: keep it small)."""
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -125,12 +126,25 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
         train(small_run(tmp_path / "b"), model=sharp_base(), data=small_data(), callback=kill_at(5))
     (tmp_path / "b" / "checkpoint-6.tmp").mkdir()  # a save killed half-way
     assert latest_checkpoint(tmp_path / "b") == tmp_path / "b" / "checkpoint-4"
-    resumed = train(small_run(tmp_path / "b", resume=True), model=sharp_base(), data=small_data())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resumed = train(
+            small_run(tmp_path / "b", resume=True), model=sharp_base(), data=small_data()
+        )
+    assert not [w for w in caught if "resuming" in str(w.message)]
     for name, value in ahn_state(straight).items():
         assert torch.equal(ahn_state(resumed)[name], value), name
     lines = [(tmp_path / run / "train_log.jsonl").read_text().splitlines() for run in "ab"]
     untimed = [[without_timing(json.loads(x)) for x in run] for run in lines]
     assert len(untimed[0]) == 6 and untimed[0] == untimed[1]
+
+
+def test_resuming_with_other_settings_warns(tmp_path):
+    train(small_run(tmp_path, steps=2), model=sharp_base(), data=small_data())
+    with pytest.warns(UserWarning, match="resuming with other seed"):
+        train(
+            small_run(tmp_path, steps=2, seed=7, resume=True), model=sharp_base(), data=small_data()
+        )
 
 
 def without_timing(record):

@@ -157,7 +157,7 @@ def _read_jsonl(path: Path, tok: Tokenizing, seq_len: int, skip_bad: bool) -> It
                 continue
             try:
                 yield parse_record(json.loads(raw), tok)
-            except ValueError as err:  # json.JSONDecodeError and UnicodeDecodeError included
+            except Exception as err:  # bad json, bad fields, a chat template that fails on it
                 message = f"{path}:{number}: {err}"
                 if not skip_bad:
                     raise DataError(message + " (use --skip-bad-lines to skip such lines)") from err

@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import json
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -78,7 +79,7 @@ def train(
 
     step, position = 0, DataPosition()
     if resume_from is not None:
-        step, position = restore(resume_from, optimizer, named, env)
+        step, position = restore(resume_from, optimizer, named, config, env)
     logger = TrainLogger(output, config.steps, step, env.is_main, config.tensorboard)
     global_size = env.world * config.batch_size * config.grad_accum
     batches = stream.global_batches(global_size, position)
@@ -310,10 +311,45 @@ def save_checkpoint(
     barrier()
 
 
-def restore(path: Path, optimizer, named, env: DistEnv) -> tuple[int, DataPosition]:
+def restore(
+    path: Path, optimizer, named, config: TrainConfig, env: DistEnv
+) -> tuple[int, DataPosition]:
     """Load the optimizer and RNG states of a checkpoint (its AHN weights are loaded before
     sharding); return (step, data position)."""
     state = json.loads((path / ckpt.STATE_FILE).read_text())
+    _warn_if_changed(state, config, env)
     ckpt.load_optimizer(path, optimizer, {p: n for n, p in named}, state["optimizer"])
     ckpt.load_rng(path, env.rank)
     return state["step"], DataPosition(**state["data_position"])
+
+
+# Fields that change what a resumed run computes (so that it no longer matches an uninterrupted one)
+RESUME_FIELDS = (
+    "data",
+    "seed",
+    "seq_len",
+    "min_len",
+    "steps",
+    "lr",
+    "warmup",
+    "loss",
+    "train_window",
+    "window",
+    "sinks",
+    "shuffle_buffer",
+    "assistant_only",
+)
+
+
+def _warn_if_changed(state: dict, config: TrainConfig, env: DistEnv) -> None:
+    saved = state["config"]
+    changed = [f for f in RESUME_FIELDS if saved.get(f) != getattr(config, f)]
+    saved_batch = state["world_size"] * saved["batch_size"] * saved["grad_accum"]
+    if saved_batch != env.world * config.batch_size * config.grad_accum:
+        changed.append("global batch (processes x batch_size x grad_accum)")
+    if changed and env.is_main:
+        warnings.warn(
+            f"resuming with other {', '.join(changed)} than the checkpoint's run: "
+            "the result will differ from an uninterrupted run",
+            stacklevel=3,
+        )
