@@ -1,4 +1,5 @@
 import math
+import sys
 
 import pytest
 import torch
@@ -7,6 +8,7 @@ from ahn.cli import build_parser
 from ahn.train import checkpoint as ckpt
 from ahn.train.cli import config_from_args
 from ahn.train.config import TrainConfig
+from ahn.train.logger import TrainLogger
 from ahn.train.loss import distill_sums, loss_positions
 from ahn.train.schedule import get_lr
 from ahn.train.windows import SINK_CHOICES, draw_window
@@ -192,3 +194,9 @@ def test_only_complete_checkpoints_are_found(tmp_path):
         "checkpoint-20",
         "checkpoint-30.tmp",
     ]
+
+
+def test_tensorboard_without_its_package_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # makes the import fail
+    with pytest.raises(ValueError, match="pip install tensorboard"):
+        TrainLogger(tmp_path, total_steps=1, start_step=0, enabled=True, tensorboard=True)
