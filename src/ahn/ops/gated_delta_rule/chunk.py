@@ -35,67 +35,73 @@ CHUNK_SIZE = 64
 BLOCK_TOKENS = 4096
 
 
-def _intra_chunk(k, v, gc, beta):
-    """Chunk-local pieces: `(decay, E, kk, Tinv, wu)`.
+def _intra_chunk(k, v, gc, beta, rhs):
+    """Chunk-local pieces: `(decay, E, Tinv, wu)`.
 
-    decay `exp(gc)` `[G, M, C]`, E the causal decay mask and kk `k k^T` `[G, M, C, C]`,
-    Tinv `(I + L)^{-1}`, wu `[w | u]` `[G, M, C, K + V]`.
+    decay `exp(gc)` `[G, M, C]`, E the causal decay mask `[G, M, C, C]`, Tinv `(I + L)^{-1}`,
+    wu `[w | u]` `[G, M, C, K + V]`. rhs: a scratch buffer of the shape of wu.
     """
+    K = k.shape[-1]
     decay = gc.exp()
     E = decay_mask(gc, strict=False)
-    kk = k @ k.mT
-    Tinv = unit_tril_inverse(kk * E * beta[..., :, None])  # reads only the strict lower part
-    wu = Tinv @ torch.cat([k * (beta * decay)[..., None], v * beta[..., None]], dim=-1)
-    return decay, E, kk, Tinv, wu
+    Tinv = unit_tril_inverse((k @ k.mT) * E * beta[..., :, None])  # reads the strict lower part
+    torch.mul(k, (beta * decay)[..., None], out=rhs[..., :K])
+    torch.mul(v, beta[..., None], out=rhs[..., K:])
+    return decay, E, Tinv, Tinv @ rhs
 
 
-def _block_fwd(q, k, v, gc, beta, scale, o, h, saved):
-    """One block of G chunks `[G, M, C, D]`, filling o, h and saved in place.
+def _block_fwd(q, k, v, gc, beta, scale, h, rhs):
+    """One block of G chunks `[G, M, C, D]`. Returns `(o, Tinv, wu)`.
 
     h `[G + 1, M, K, V]`: h[0] holds the state entering the block; h[n + 1] receives the state
-    leaving chunk n. saved: None, or buffers `(Tinv, wu)` to keep those for the backward.
+    leaving chunk n.
     """
-    decay, E, kk, Tinv, wu = _intra_chunk(k, v, gc, beta)
-    if saved is not None:
-        saved[0].copy_(Tinv)
-        saved[1].copy_(wu)
+    decay, E, Tinv, wu = _intra_chunk(k, v, gc, beta, rhs)
     w, u = wu.split([k.shape[-1], v.shape[-1]], dim=-1)
     k_end = (k * (gc[..., -1:] - gc).exp()[..., None]).mT  # k decayed to the chunk end
     U = torch.empty_like(u)
     for n in range(k.shape[0]):
         torch.baddbmm(u[n], w[n], h[n], alpha=-1, out=U[n])
         torch.baddbmm(h[n] * decay[n, :, -1, None, None], k_end[n], U[n], out=h[n + 1])
-    torch.matmul(q * (scale * decay)[..., None], h[:-1], out=o)
+    o = (q * (scale * decay)[..., None]) @ h[:-1]
     o.flatten(0, 1).baddbmm_(((q @ k.mT) * E).flatten(0, 1), U.flatten(0, 1), alpha=scale)
+    return o, Tinv, wu
 
 
-def _block_size(M: int, C: int) -> int:
-    """Chunks per block: about BLOCK_TOKENS rows of `B * H` heads, so the block's temporaries
-    stay small (cache-friendly, and reused by the allocator instead of fresh pages)."""
-    return max(1, BLOCK_TOKENS // (M * C))
+def _blocks(T: int, M: int, C: int):
+    """`(chunk slice, token slice)` of each block: about BLOCK_TOKENS rows of `M` heads, so the
+    block's temporaries stay small (cache-friendly, reused by the allocator, no fresh pages)."""
+    G = max(1, BLOCK_TOKENS // (M * C))
+    N = -(-T // C)
+    return [(slice(b, min(N, b + G)), slice(b * C, min(T, (b + G) * C))) for b in range(0, N, G)]
 
 
-def chunk_fwd(q, k, v, g, beta, scale, h0, keep_states=True):
-    """Forward over chunks. Inputs `[N, M, C, D]` (g, beta `[N, M, C]`), h0 `[M, K, V]` or None.
+def chunk_fwd(q, k, v, g, beta, scale, h0, chunk_size, keep_states=True):
+    """Forward over chunks. Inputs `[B, T, H, D]` (g, beta `[B, T, H]`) fp32, h0 `[B*H, K, V]`.
 
-    Returns o `[N, M, C, V]`, the final state `[M, K, V]` and, when keep_states, what the
-    backward needs besides the inputs: h `[N, M, K, V]` (the state entering each chunk), Tinv
-    `[N, M, C, C]` and wu `[N, M, C, K + V]`; otherwise None.
+    Each block of chunks is cut from the inputs (`to_chunks`: `[G, B*H, C, D]`) as it is reached.
+    Returns o `[B, T, H, V]`, the final state `[B*H, K, V]` and, when keep_states, what the
+    backward needs besides the inputs: h `[N, B*H, K, V]` (the state entering each chunk), Tinv
+    `[N, B*H, C, C]` and wu `[N, B*H, C, K + V]`; otherwise None.
     """
-    N, M, C, K = k.shape
-    V = v.shape[-1]
-    gc = g.cumsum(-1)
-    G = _block_size(M, C)
-    o = torch.empty_like(v)
+    B, T, H, K = k.shape
+    V, M, C = v.shape[-1], B * H, chunk_size
+    blocks = _blocks(T, M, C)
+    G, N = blocks[0][0].stop, blocks[-1][0].stop  # chunks per block, chunks in all
+    o = v.new_empty(B, T, H, V)
     h = k.new_empty(N + 1 if keep_states else G + 1, M, K, V)
     h[0] = 0 if h0 is None else h0
     kept = (k.new_empty(N, M, C, C), k.new_empty(N, M, C, K + V)) if keep_states else None
-    for b in range(0, N, G):
-        blk = slice(b, b + G)
-        hb = h[b : b + G + 1] if keep_states else h[: min(G, N - b) + 1]
-        saved = None if kept is None else tuple(x[blk] for x in kept)
-        _block_fwd(q[blk], k[blk], v[blk], gc[blk], beta[blk], scale, o[blk], hb, saved)
-        if not keep_states:
+    rhs = k.new_empty(G, M, C, K + V)
+    for blk, tok in blocks:
+        qb, kb, vb, gb, bb = (to_chunks(x[:, tok], C) for x in (q, k, v, g, beta))
+        Gb = kb.shape[0]
+        hb = h[blk.start : blk.start + Gb + 1] if keep_states else h[: Gb + 1]
+        ob, Tinv, wu = _block_fwd(qb, kb, vb, gb.cumsum(-1), bb, scale, hb, rhs[:Gb])
+        o[:, tok] = from_chunks(ob, B, tok.stop - tok.start)
+        if keep_states:
+            kept[0][blk], kept[1][blk] = Tinv, wu
+        else:
             h[0] = hb[-1]  # the next block starts from the state leaving this one
     if not keep_states:
         return o, h[0].clone(), None
@@ -106,7 +112,7 @@ def _block_bwd(q, k, v, gc, beta, h, Tinv, wu, scale, do, dS, need_dg):
     """Gradients of one block (inputs and saved tensors as in `_block_fwd`, h its entering
     states), given do and dS, the gradient of the state leaving the block.
 
-    Returns `(dq, dk, dv, dgc, dbeta, dS_in)`.
+    Returns `(dq, dk, dv, dg, dbeta, dS_in)`, dg None unless need_dg.
     """
     decay, E, kk = gc.exp(), decay_mask(gc, strict=False), k @ k.mT
     K = k.shape[-1]
@@ -142,57 +148,55 @@ def _block_bwd(q, k, v, gc, beta, h, Tinv, wu, scale, do, dS, need_dg):
     dk += (dkk + dkk.mT) @ k
     if not need_dg:
         return dq, dk, dv, None, dbeta, dS
-    # d gc: every term above in which gc appears (the caller maps it back to g)
+    # d gc: every term above in which gc appears, then back from gc = cumsum(g)
     dgc = (dqg * qg).sum(-1) + (dkbg * k).sum(-1) * beta * decay
     dgc -= (dk_end * k_end).sum(-1)
     for A in (dP * qk, dLE * kk * beta[..., :, None]):  # terms in exp(gc_t - gc_j)
         dgc += A.sum(-1) - A.sum(-2)
     dgc[..., -1] += (dk_end * k_end).sum((-2, -1)) + (h * dS_end).sum((-2, -1)) * decay[..., -1]
-    return dq, dk, dv, dgc, dbeta, dS
+    return dq, dk, dv, dgc.flip(-1).cumsum(-1).flip(-1), dbeta, dS
 
 
-def chunk_bwd(q, k, v, g, beta, saved, scale, do, dS, need_dg):
+def chunk_bwd(q, k, v, g, beta, saved, scale, chunk_size, do, dS, need_dg):
     """Gradients of `chunk_fwd` w.r.t. q, k, v, g, beta and h0, given do and dS (final state).
 
-    Shapes as in `chunk_fwd`, saved its `(h, Tinv, wu)`; dS `[M, K, V]` or None. Block by block
-    in reverse. dg is None unless need_dg.
+    Shapes as in `chunk_fwd`, saved its `(h, Tinv, wu)`; dS `[B*H, K, V]` or None. Block by
+    block in reverse. dg is None unless need_dg.
     """
     h, Tinv, wu = saved
-    N, M, C, K = k.shape
-    gc = g.cumsum(-1)
-    dq, dk, dv, dgc, dbeta = (torch.empty_like(x) for x in (q, k, v, g, beta))
+    B, T, H, K = k.shape
+    dq, dk, dv, dg, dbeta = (torch.empty_like(x) for x in (q, k, v, g, beta))
     dS = torch.zeros_like(h[0]) if dS is None else dS
-    G = _block_size(M, C)
-    for b in reversed(range(0, N, G)):
-        blk = slice(b, b + G)
-        inputs = (x[blk] for x in (q, k, v, gc, beta, h, Tinv, wu))
-        grads = _block_bwd(*inputs, scale, do[blk], dS, need_dg)
-        dq[blk], dk[blk], dv[blk], dgc_blk, dbeta[blk], dS = grads
-        if need_dg:
-            dgc[blk] = dgc_blk
-    dg = dgc.flip(-1).cumsum(-1).flip(-1) if need_dg else None  # back from gc = cumsum(g)
-    return dq, dk, dv, dg, dbeta, dS
+    for blk, tok in reversed(_blocks(T, B * H, chunk_size)):
+        qb, kb, vb, gb, bb, dob = (to_chunks(x[:, tok], chunk_size) for x in (q, k, v, g, beta, do))
+        grads = _block_bwd(qb, kb, vb, gb.cumsum(-1), bb, h[blk], Tinv[blk], wu[blk], scale, dob,
+                           dS, need_dg)  # fmt: skip
+        dS = grads[-1]
+        for out, grad in zip((dq, dk, dv, dg, dbeta), grads[:5], strict=True):
+            if grad is not None:
+                out[:, tok] = from_chunks(grad, B, tok.stop - tok.start)
+    return dq, dk, dv, (dg if need_dg else None), dbeta, dS
 
 
 class ChunkGatedDeltaRuleFunction(torch.autograd.Function):
-    """Autograd wrapper of `chunk_fwd` / `chunk_bwd` on chunked fp32 tensors."""
+    """Autograd wrapper of `chunk_fwd` / `chunk_bwd` on fp32 `[B, T, H, D]` tensors."""
 
     @staticmethod
-    def forward(ctx, q, k, v, g, beta, scale, h0):
+    def forward(ctx, q, k, v, g, beta, scale, h0, chunk_size):
         keep_states = any(ctx.needs_input_grad)
-        o, S, saved = chunk_fwd(q, k, v, g, beta, scale, h0, keep_states)
+        o, S, saved = chunk_fwd(q, k, v, g, beta, scale, h0, chunk_size, keep_states)
         if keep_states:
             ctx.save_for_backward(q, k, v, g, beta, *saved)
-            ctx.scale = scale
+            ctx.scale, ctx.chunk_size = scale, chunk_size
         return o, S
 
     @staticmethod
     def backward(ctx, do, dS):
         q, k, v, g, beta, *saved = ctx.saved_tensors
         need_dg = ctx.needs_input_grad[3]
-        grads = chunk_bwd(q, k, v, g, beta, saved, ctx.scale, do, dS, need_dg)
+        grads = chunk_bwd(q, k, v, g, beta, saved, ctx.scale, ctx.chunk_size, do, dS, need_dg)
         dq, dk, dv, dg, dbeta, dh0 = grads
-        return dq, dk, dv, dg, dbeta, None, (dh0 if ctx.needs_input_grad[6] else None)
+        return dq, dk, dv, dg, dbeta, None, (dh0 if ctx.needs_input_grad[6] else None), None
 
 
 def chunk_gated_delta_rule_fwd(
@@ -200,9 +204,9 @@ def chunk_gated_delta_rule_fwd(
 ):
     """Validated `[B, T, H, D]` inputs in, `(o, final_state)` out; `g=None`: no decay.
 
-    Casts to fp32, L2-normalises q/k if asked, cuts the sequence into chunks and runs
-    `ChunkGatedDeltaRuleFunction`. Chunks are `CHUNK_SIZE` tokens, or the next power of two
-    >= T for short inputs. A single token (decoding) takes the token recurrence, 5x cheaper.
+    Casts to fp32, L2-normalises q/k if asked and runs `ChunkGatedDeltaRuleFunction`. Chunks
+    are `CHUNK_SIZE` tokens, or the next power of two >= T for short inputs. A single token
+    (decoding) takes the token recurrence, 5x cheaper.
     """
     B, T, H, K = q.shape
     if T == 1:
@@ -215,10 +219,8 @@ def chunk_gated_delta_rule_fwd(
         q, k = l2norm(q), l2norm(k)
     g = torch.zeros_like(beta) if g is None else g.float()
     h0 = None if initial_state is None else initial_state.flatten(0, 1)
-    q, k, v, g, beta = (to_chunks(x, chunk) for x in (q, k, v, g, beta))
-    o, S = ChunkGatedDeltaRuleFunction.apply(q, k, v, g, beta, scale, h0)
-    o = from_chunks(o, B, T).to(dtype)
-    return o, (S.unflatten(0, (B, H)) if output_final_state else None)
+    o, S = ChunkGatedDeltaRuleFunction.apply(q, k, v, g, beta, scale, h0, chunk)
+    return o.to(dtype), (S.unflatten(0, (B, H)) if output_final_state else None)
 
 
 def chunk_gated_delta_rule(
