@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import ahn
+from ahn.cli import main
 from ahn.demo.base import (
     BASE_DIR,
     TASK_FILE,
@@ -53,3 +54,15 @@ def test_shipped_model_needs_long_range(shipped):
         sliding = answer_accuracy(model, batch)
     assert full >= 0.9
     assert sliding <= full - 0.3
+
+
+def test_pretrain_command_is_deterministic_and_loadable(tmp_path):
+    flags = "--hidden 16 --layers 1 --heads 2 --steps 2 --batch-size 2 --check-samples 4".split()
+    for name in ("a", "b"):
+        assert main(["pretrain-demo-base", "--output", str(tmp_path / name), *flags]) == 0
+    weights = [(tmp_path / n / "model.safetensors").read_bytes() for n in ("a", "b")]
+    assert weights[0] == weights[1]
+    model, tokenizer = load_base(tmp_path / "a")
+    assert model.config.hidden_size == 16 and tokenizer.bos_token == "<bos>"
+    info = json.loads((tmp_path / "a" / TASK_FILE).read_text())
+    assert set(info["check"]) >= {"full_accuracy", "sliding_accuracy"}

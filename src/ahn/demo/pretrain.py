@@ -20,6 +20,7 @@ from ahn.demo.tasks import TaskConfig, make_batch
 
 CHECK_SEED = 2 * 10**9  # sequences for the long-range check, disjoint from training seeds
 DEMO_WINDOW, DEMO_SINKS = 32, 4
+TRAIN_EXTRA_QUERIES = 4  # per training sequence, besides the final query
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,14 +48,20 @@ def long_range_check(model, task: TaskConfig, samples: int) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    torch.set_num_threads(args.threads)
+    if args.threads < 1:
+        raise ValueError(f"--threads={args.threads} must be >= 1")
     names = {f.name for f in dataclasses.fields(PretrainConfig)}
     cfg = PretrainConfig(**{k: v for k, v in vars(args).items() if k in names})
-    task = TaskConfig(extra_queries=4)
-    start = time.perf_counter()
-    model = pretrain(cfg, task)
-    seconds = time.perf_counter() - start
-    check = long_range_check(model, task, args.check_samples)
+    task = TaskConfig(extra_queries=TRAIN_EXTRA_QUERIES)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        start = time.perf_counter()
+        model = pretrain(cfg, task)
+        seconds = time.perf_counter() - start
+        check = long_range_check(model, task, args.check_samples)
+    finally:
+        torch.set_num_threads(previous)
     print(f"pretraining took {seconds:.0f} s on {args.threads} threads; {check}")
     info = {
         "task": dataclasses.asdict(task),
