@@ -133,7 +133,15 @@ def main(argv=None) -> int:
                 print_row(row)
     print("~ : estimated from a shorter T by linear scaling (the recurrence is linear in T)")
     end_peak = matmul_gflops(args.repeats)[0]
+    best_peak = max(peak, end_peak)
     print(f"fp32 matmul again at the end: {end_peak:.1f} GFLOP/s (fractions above use the start)")
+    for row in rows:
+        row["fraction_of_best_matmul"] = row["useful_gflops"] / best_peak
+        if row["kernel"] == "chunk":
+            print(
+                f"T {row['T']:>6} chunk {row['mode']:>7}: {row['fraction_of_best_matmul']:.0%} "
+                f"of the better matmul measurement ({best_peak:.1f} GFLOP/s)"
+            )
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json + ".tmp", "w") as handle:
