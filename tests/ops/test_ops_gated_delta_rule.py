@@ -6,6 +6,7 @@ import pytest
 import torch
 from conftest import delta_inputs, outputs_and_grads
 
+import ahn.ops.gated_delta_rule.chunk as chunk_module
 from ahn.ops import (
     chunk_gated_delta_rule,
     fused_recurrent_gated_delta_rule,
@@ -40,6 +41,16 @@ def test_matches_naive(assert_close, B, T, H, K, V, dtype, h0, g_scale):
         assert tri["o"].dtype == dtype and tri["S"].dtype == torch.float32
         for name in ref:
             assert_close(f"{kernel.__name__}: {name}", ref[name], tri[name], TOL[dtype])
+
+
+@pytest.mark.parametrize("block_tokens", [1, 768], ids=lambda b: f"block{b}")
+def test_several_blocks_of_chunks(assert_close, monkeypatch, block_tokens):
+    monkeypatch.setattr(chunk_module, "BLOCK_TOKENS", block_tokens)  # 6 chunks: 6x1 or 4 + 2
+    inputs = delta_inputs(2, 171, 3, 16, 24, torch.float32, h0=True)
+    ref = outputs_and_grads(naive_recurrent_gated_delta_rule, inputs, use_qk_l2norm_in_kernel=True)
+    tri = outputs_and_grads(chunk_gated_delta_rule, inputs, use_qk_l2norm_in_kernel=True)
+    for name in ref:
+        assert_close(name, ref[name], tri[name], 1e-4)
 
 
 def test_l2norm_in_kernel_equals_normalised_inputs(assert_close):
