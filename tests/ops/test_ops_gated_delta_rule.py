@@ -51,6 +51,11 @@ def test_several_blocks_of_chunks(assert_close, monkeypatch, block_tokens):
     tri = outputs_and_grads(chunk_gated_delta_rule, inputs, use_qk_l2norm_in_kernel=True)
     for name in ref:
         assert_close(name, ref[name], tri[name], 1e-4)
+    with torch.no_grad():  # the inference path keeps no per-chunk states
+        kw = {"output_final_state": True, "use_qk_l2norm_in_kernel": True}
+        o, S = chunk_gated_delta_rule(**inputs, **kw)
+    assert_close("o (no grad)", ref["o"], o, 1e-4)
+    assert_close("S (no grad)", ref["S"], S, 1e-4)
 
 
 def test_l2norm_in_kernel_equals_normalised_inputs(assert_close):
