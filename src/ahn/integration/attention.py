@@ -7,6 +7,7 @@ filled by a forward pre-hook on the attention module.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +26,7 @@ class LayerContext:
     x: torch.Tensor  # [B, T, hidden] the normalised layer input
     cache_layer: object | None  # AHNLayer, a transformers cache layer, or None
     pad: torch.Tensor  # [B] long: left-padding slots of each row
+    pad_max: int  # max(pad), as a Python int
     window: int
     sinks: int
     memory: object | None  # the layer's MemoryModule when the memory is on, else None
@@ -95,9 +97,7 @@ def lossless_attention(q, view: LosslessView, ctx: LayerContext, scaling):
         # Keys of slots (seen + a - window, seen + b) cover every window of this block.
         lo = max(0, view.seen + a - ctx.window + 1 - view.start)
         hi = view.seen + b - view.start
-        k_slot = torch.arange(view.start + lo, view.start + hi, device=q.device)
-        q_slot = torch.arange(view.seen + a, view.seen + b, device=q.device)
-        ok = _block_mask(q_slot, k_slot, view, ctx)  # [B, b - a, S + hi - lo]
+        ok = _block_mask(view.seen + a, b - a, view.start + lo, hi - lo, view, ctx)
         k = torch.cat([view.sink_k, view.k_loc[..., lo:hi, :]], dim=-2)
         v = torch.cat([view.sink_v, view.v_loc[..., lo:hi, :]], dim=-2)
         outs.append(
@@ -108,18 +108,32 @@ def lossless_attention(q, view: LosslessView, ctx: LayerContext, scaling):
     return torch.cat(outs, dim=-2).transpose(1, 2)
 
 
-def _block_mask(q_slot, k_slot, view: LosslessView, ctx: LayerContext):
-    """[B, Tq, S + Tk] bool: sinks seen so far (causally), then regular tokens in the window."""
-    pad = ctx.pad
-    sink_slot = pad[:, None] + torch.arange(ctx.sinks, device=pad.device)  # [B, S]
-    sink_ok = view.sink_ok[:, None, :] & (sink_slot[:, None, :] <= q_slot[None, :, None])
-    logical = k_slot[None, :] - pad[:, None]  # [B, Tk]
-    in_window = (k_slot[None, :] <= q_slot[:, None]) & (
-        k_slot[None, :] > q_slot[:, None] - ctx.window
-    )
-    local_ok = in_window[None] & (logical >= ctx.sinks)[:, None, :]
-    local_ok = _let_padding_attend_itself(local_ok, q_slot, k_slot, pad)
-    return torch.cat([sink_ok, local_ok], dim=-1)
+def _block_mask(q0: int, Tq: int, k0: int, Tk: int, view: LosslessView, ctx: LayerContext):
+    """[B, Tq, S + Tk] bool for queries at slots q0.. and window keys at slots k0..: the sinks
+    seen so far (causally), then the regular (not padding, not sink) tokens in the window."""
+    pad, S, device = ctx.pad, ctx.sinks, ctx.pad.device
+    B = pad.shape[0]
+    local = _band(Tq, Tk, q0 - k0, ctx.window, str(device))[None]  # [1, Tq, Tk]
+    k_slot = torch.arange(k0, k0 + Tk, device=device)
+    regular = (k_slot[None, :] - pad[:, None]) >= S  # [B, Tk]
+    if not bool(regular.all()):
+        local = local & regular[:, None, :]
+    q_slot = torch.arange(q0, q0 + Tq, device=device)
+    if ctx.pad_max > q0:  # padding queries in this block
+        local = _let_padding_attend_itself(local, q_slot, k_slot, pad)
+    if bool(view.sink_ok.all()) and q0 >= ctx.pad_max + S - 1:
+        sinks = torch.ones(B, Tq, S, dtype=torch.bool, device=device)
+    else:
+        sink_slot = pad[:, None] + torch.arange(S, device=device)  # [B, S]
+        sinks = view.sink_ok[:, None, :] & (sink_slot[:, None, :] <= q_slot[None, :, None])
+    return torch.cat([sinks, local.expand(B, -1, -1)], dim=-1)
+
+
+@functools.lru_cache(maxsize=32)
+def _band(Tq: int, Tk: int, offset: int, window: int, device: str) -> torch.Tensor:
+    """[Tq, Tk] bool: key j is in the window of query i, i.e. 0 <= (i + offset) - j < window."""
+    ones = torch.ones(Tq, Tk, dtype=torch.bool, device=device)
+    return ones.tril(offset).triu(offset - window + 1)
 
 
 def _let_padding_attend_itself(ok, q_slot, k_slot, pad):

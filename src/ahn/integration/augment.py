@@ -43,6 +43,7 @@ class Runtime:
     # [B] left padding of the latest forward call; kept after it so that gradient checkpointing
     # recomputes the layers with the same padding.
     pad: torch.Tensor | None = None
+    pad_max: int = 0
     handles: list = field(default_factory=list)
 
     def new_cache(self) -> AHNCache:
@@ -229,7 +230,7 @@ def _decoder_pre_hook(decoder, args, kwargs):
                 "attention_mask disagrees with the left padding the cache started with"
             )
         pad = cache.pad
-    rt.pad = pad
+    rt.pad, rt.pad_max = pad, int(pad.max()) if pad.numel() else 0
     return args, kwargs
 
 
@@ -248,7 +249,9 @@ def _attention_pre_hook(attn, args, kwargs):
     cache_layer = (
         cache.layers[index] if isinstance(cache, Cache) and index < len(cache.layers) else None
     )
-    attn._ahn_context = LayerContext(x, cache_layer, pad, rt.window, rt.sinks, memory, windowed)
+    attn._ahn_context = LayerContext(
+        x, cache_layer, pad, rt.pad_max, rt.window, rt.sinks, memory, windowed
+    )
     return None
 
 
