@@ -45,3 +45,18 @@ def test_generate_cli_bad_flags(saved_base, capsys):
         main(["generate", "--base", str(saved_base), "--prompt", "hi", "--max-new-tokens", "0"])
         == 2
     )
+
+
+def test_generate_cli_chat_template_and_base_only(saved_base, capsys):
+    tok = AutoTokenizer.from_pretrained(saved_base)
+    tok.chat_template = (
+        "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}answer: {% endif %}"
+    )
+    tok.save_pretrained(saved_base)
+    args = ["generate", "--base", str(saved_base), "--prompt", "hello", "--max-new-tokens", "4"]
+    assert main([*args, "--chat"]) == 0
+    err = capsys.readouterr().err
+    assert "mode=full" in err
+    # "hello" alone is 5 tokens; the template adds "\nanswer:" around it.
+    assert int(err.split("tokens seen=")[1].split()[0]) >= 12
