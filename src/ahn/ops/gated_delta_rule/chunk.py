@@ -11,7 +11,7 @@ state S_0 `[K, V]`, the delta-rule updates unroll to the WY / UT form (as in fla
 
 Everything but the `S_0 -> S_C` recurrence is batched over a block of chunks (and all heads);
 the backward is the hand-derived reverse of these formulas, block by block in reverse, with
-the chunk states h, `(I + L)^{-1}` and `[w | u]` kept from the forward.
+the chunk states h, `(I + L)^{-1}`, `[w | u]` and the written values U kept from the forward.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def _intra_chunk(k, v, gc, beta, rhs):
 
 
 def _block_fwd(q, k, v, gc, beta, scale, h, rhs):
-    """One block of G chunks `[G, M, C, D]`. Returns `(o, Tinv, wu)`.
+    """One block of G chunks `[G, M, C, D]`. Returns `(o, Tinv, wu, U)`.
 
     h `[G + 1, M, K, V]`: h[0] holds the state entering the block; h[n + 1] receives the state
     leaving chunk n.
@@ -66,7 +66,7 @@ def _block_fwd(q, k, v, gc, beta, scale, h, rhs):
         torch.baddbmm(h[n] * decay[n, :, -1, None, None], k_end[n], U[n], out=h[n + 1])
     o = (q * (scale * decay)[..., None]) @ h[:-1]
     o.flatten(0, 1).baddbmm_(((q @ k.mT) * E).flatten(0, 1), U.flatten(0, 1), alpha=scale)
-    return o, Tinv, wu
+    return o, Tinv, wu, U
 
 
 def _blocks(T: int, M: int, C: int):
@@ -83,7 +83,7 @@ def chunk_fwd(q, k, v, g, beta, scale, h0, chunk_size, keep_states=True):
     Each block of chunks is cut from the inputs (`to_chunks`: `[G, B*H, C, D]`) as it is reached.
     Returns o `[B, T, H, V]`, the final state `[B*H, K, V]` and, when keep_states, what the
     backward needs besides the inputs: h `[N, B*H, K, V]` (the state entering each chunk), Tinv
-    `[N, B*H, C, C]` and wu `[N, B*H, C, K + V]`; otherwise None.
+    `[N, B*H, C, C]`, wu `[N, B*H, C, K + V]` and U `[N, B*H, C, V]`; otherwise None.
     """
     B, T, H, K = k.shape
     V, M, C = v.shape[-1], B * H, chunk_size
@@ -92,16 +92,18 @@ def chunk_fwd(q, k, v, g, beta, scale, h0, chunk_size, keep_states=True):
     o = v.new_empty(B, T, H, V)
     h = k.new_empty(N + 1 if keep_states else G + 1, M, K, V)
     h[0] = 0 if h0 is None else h0
-    kept = (k.new_empty(N, M, C, C), k.new_empty(N, M, C, K + V)) if keep_states else None
+    shapes = ((N, M, C, C), (N, M, C, K + V), (N, M, C, V))
+    kept = tuple(k.new_empty(shape) for shape in shapes) if keep_states else None
     rhs = k.new_empty(G, M, C, K + V)
     for blk, tok in blocks:
         qb, kb, vb, gb, bb = (to_chunks(x[:, tok], C) for x in (q, k, v, g, beta))
         Gb = kb.shape[0]
         hb = h[blk.start : blk.start + Gb + 1] if keep_states else h[: Gb + 1]
-        ob, Tinv, wu = _block_fwd(qb, kb, vb, gb.cumsum(-1), bb, scale, hb, rhs[:Gb])
+        ob, *for_bwd = _block_fwd(qb, kb, vb, gb.cumsum(-1), bb, scale, hb, rhs[:Gb])
         o[:, tok] = from_chunks(ob, B, tok.stop - tok.start)
         if keep_states:
-            kept[0][blk], kept[1][blk] = Tinv, wu
+            for buffer, x in zip(kept, for_bwd, strict=True):
+                buffer[blk] = x
         else:
             h[0] = hb[-1]  # the next block starts from the state leaving this one
     if not keep_states:
@@ -109,7 +111,7 @@ def chunk_fwd(q, k, v, g, beta, scale, h0, chunk_size, keep_states=True):
     return o, h[N].clone(), (h[:N], *kept)  # a copy: in-place edits of S must not touch h
 
 
-def _block_bwd(q, k, v, gc, beta, h, Tinv, wu, scale, do, dS, need_dg):
+def _block_bwd(q, k, v, gc, beta, h, Tinv, wu, U, scale, do, dS, need_dg):
     """Gradients of one block (inputs and saved tensors as in `_block_fwd`, h its entering
     states), given do and dS, the gradient of the state leaving the block.
 
@@ -117,8 +119,7 @@ def _block_bwd(q, k, v, gc, beta, h, Tinv, wu, scale, do, dS, need_dg):
     """
     decay, E, kk = gc.exp(), decay_mask(gc, strict=False), k @ k.mT
     K = k.shape[-1]
-    w, u = wu.split([K, v.shape[-1]], dim=-1)
-    U = u - w @ h
+    w = wu[..., :K]
     qk = q @ k.mT
     to_end = (gc[..., -1:] - gc).exp()
     k_end, qg = k * to_end[..., None], q * decay[..., None]
@@ -154,24 +155,25 @@ def _block_bwd(q, k, v, gc, beta, h, Tinv, wu, scale, do, dS, need_dg):
     dgc -= (dk_end * k_end).sum(-1)
     for A in (dP * qk, dLE * kk * beta[..., :, None]):  # terms in exp(gc_t - gc_j)
         dgc += A.sum(-1) - A.sum(-2)
-    dgc[..., -1] += (dk_end * k_end).sum((-2, -1)) + (h * dS_end).sum((-2, -1)) * decay[..., -1]
+    h_dS = (h.flatten(-2)[..., None, :] @ dS_end.flatten(-2)[..., :, None])[..., 0, 0]  # <h, dS>
+    dgc[..., -1] += (dk_end * k_end).sum((-2, -1)) + h_dS * decay[..., -1]
     return dq, dk, dv, dgc.flip(-1).cumsum(-1).flip(-1), dbeta, dS
 
 
 def chunk_bwd(q, k, v, g, beta, saved, scale, chunk_size, do, dS, need_dg):
     """Gradients of `chunk_fwd` w.r.t. q, k, v, g, beta and h0, given do and dS (final state).
 
-    Shapes as in `chunk_fwd`, saved its `(h, Tinv, wu)`; dS `[B*H, K, V]` or None. Block by
+    Shapes as in `chunk_fwd`, saved its `(h, Tinv, wu, U)`; dS `[B*H, K, V]` or None. Block by
     block in reverse. dg is None unless need_dg.
     """
-    h, Tinv, wu = saved
+    h, Tinv, wu, U = saved
     B, T, H, K = k.shape
     dq, dk, dv, dg, dbeta = (torch.empty_like(x) for x in (q, k, v, g, beta))
     dS = torch.zeros_like(h[0]) if dS is None else dS
     for blk, tok in reversed(_blocks(T, B * H, chunk_size)):
         qb, kb, vb, gb, bb, dob = (to_chunks(x[:, tok], chunk_size) for x in (q, k, v, g, beta, do))
-        grads = _block_bwd(qb, kb, vb, gb.cumsum(-1), bb, h[blk], Tinv[blk], wu[blk], scale, dob,
-                           dS, need_dg)  # fmt: skip
+        kept = (x[blk] for x in (h, Tinv, wu, U))
+        grads = _block_bwd(qb, kb, vb, gb.cumsum(-1), bb, *kept, scale, dob, dS, need_dg)
         dS = grads[-1]
         for out, grad in zip((dq, dk, dv, dg, dbeta), grads[:5], strict=True):
             if grad is not None:
