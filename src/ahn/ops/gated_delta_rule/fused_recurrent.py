@@ -29,16 +29,17 @@ def recurrent_gated_delta_rule(
         q, k = l2norm(q), l2norm(k)
     q, k, v = (x.reshape(B * H, T, -1) for x in (q, k, v))
     beta = beta.reshape(B * H, T, 1, 1)
-    decay = None if g is None else g.float().transpose(1, 2).exp().reshape(B * H, T, 1, 1)
+    decay = q.new_ones(B * H, T, 1, 1) if g is None else g.float().transpose(1, 2).exp()
+    decay = decay.reshape(B * H, T, 1, 1)
     S = q.new_zeros(B * H, K, V) if initial_state is None else initial_state.reshape(B * H, K, V)
     o = []
-    for t in range(T):
-        k_t = k[:, t, None]  # [BH, 1, K]
-        if decay is not None:
-            S = S * decay[:, t]
-        v_new = beta[:, t] * (v[:, t, None] - k_t @ S)  # [BH, 1, V]
+    # unbind, not x[:, t]: the backward of each index would zero-fill a full-size gradient
+    steps = (x.unbind(1) for x in (q[:, :, None], k[:, :, None], v[:, :, None], beta, decay))
+    for q_t, k_t, v_t, beta_t, decay_t in zip(*steps, strict=True):  # [BH, 1, K or V]
+        S = S * decay_t
+        v_new = beta_t * (v_t - k_t @ S)  # [BH, 1, V]
         S = S + k_t.transpose(1, 2) @ v_new
-        o.append(q[:, t, None] @ S)
+        o.append(q_t @ S)
     o = (scale * torch.cat(o, dim=1)).reshape(B, H, T, V).transpose(1, 2).to(dtype)
     return o, (S.reshape(B, H, K, V) if output_final_state else None)
 

@@ -46,11 +46,12 @@ def naive_recurrent_gated_delta_rule(
         q, k = l2norm(q), l2norm(k)
     S = q.new_zeros(B, H, K, V) if initial_state is None else initial_state
     o = []
-    for t in range(T):
-        q_t, k_t, v_t = q[:, t], k[:, t], v[:, t]  # [B, H, K], [B, H, K], [B, H, V]
-        S = S * g[:, t].exp()[..., None, None]
+    # unbind rather than x[:, t], whose backward would zero-fill a full-size gradient per token
+    steps = zip(q.unbind(1), k.unbind(1), v.unbind(1), g.unbind(1), beta.unbind(1), strict=True)
+    for q_t, k_t, v_t, g_t, beta_t in steps:  # [B, H, K], [B, H, K], [B, H, V], [B, H], [B, H]
+        S = S * g_t.exp()[..., None, None]
         v_old = torch.einsum("bhkv,bhk->bhv", S, k_t)
-        v_new = beta[:, t, :, None] * (v_t - v_old)
+        v_new = beta_t[..., None] * (v_t - v_old)
         S = S + torch.einsum("bhk,bhv->bhkv", k_t, v_new)
         o.append(scale * torch.einsum("bhkv,bhk->bhv", S, q_t))
     o = torch.stack(o, dim=1).to(dtype)

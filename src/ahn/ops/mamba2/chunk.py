@@ -36,8 +36,9 @@ def ssd_chunk_scan(x, a, B, C, h0):
     states = (x * to_end).transpose(-1, -2) @ B  # [Nc, M, P, N]: each chunk's own writes
     chunk_decay = ac[..., -1].exp()[..., None, None]
     h = [x.new_zeros(states.shape[1:]) if h0 is None else h0]
-    for n in range(states.shape[0]):
-        h.append(chunk_decay[n] * h[n] + states[n])
+    # unbind, not states[n]: the backward of each index would zero-fill a full-size gradient
+    for decay_n, states_n in zip(chunk_decay.unbind(0), states.unbind(0), strict=True):
+        h.append(decay_n * h[-1] + states_n)
     entering = torch.stack(h[:-1])  # [Nc, M, P, N]
     y = y + ac.exp()[..., None] * (C @ entering.transpose(-1, -2))
     return y, h[-1]

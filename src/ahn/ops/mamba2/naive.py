@@ -45,9 +45,10 @@ def naive_recurrent_mamba2(
     B, C = expand_groups(B.float(), H), expand_groups(C.float(), H)  # [b, T, H, N]
     h = xf.new_zeros(b, H, P, N) if initial_states is None else initial_states
     y = []
-    for t in range(T):
-        decay = torch.exp(dt[:, t] * A)[..., None, None]  # [b, H, 1, 1]
-        h = decay * h + torch.einsum("bh,bhp,bhn->bhpn", dt[:, t], xf[:, t], B[:, t])
-        y.append(torch.einsum("bhpn,bhn->bhp", h, C[:, t]))
+    # unbind rather than x[:, t], whose backward would zero-fill a full-size gradient per token
+    for dt_t, x_t, B_t, C_t in zip(*(u.unbind(1) for u in (dt, xf, B, C)), strict=True):
+        decay = torch.exp(dt_t * A)[..., None, None]  # [b, H, 1, 1]
+        h = decay * h + torch.einsum("bh,bhp,bhn->bhpn", dt_t, x_t, B_t)
+        y.append(torch.einsum("bhpn,bhn->bhp", h, C_t))
     y = skip_and_gate(torch.stack(y, dim=1), xf, D, z).to(x.dtype)
     return (y, h) if return_final_states else y
