@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -96,3 +97,32 @@ class MemoryModule(nn.Module):
     def readout(self, r: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         """r: [B, T, H, D] read of the state, gate: [B, T, H] raw output gate -> [B, T, H, D]."""
         raise NotImplementedError
+
+
+class HeadNormReadout:
+    """DeltaNet / GatedDeltaNet readout: per-head RMSNorm of the read, times `o_norm.weight`,
+    times a SiLU output gate (one scalar per head), then the per-head `o_proj`."""
+
+    def readout(self, r, gate):
+        o = rms_norm(r, self.o_norm.weight, self.norm_eps).float() * F.silu(gate).unsqueeze(-1)
+        return self.o_proj(o.to(r.dtype))
+
+
+# Below this many tokens the recurrent form is cheaper than the chunked one.
+RECURRENT_MAX_T = 64
+
+
+def delta_rule(chunk_kernel, recurrent_kernel, q, k, v, beta, initial_state, **decay):
+    """Run a delta-rule kernel (recurrent for short inputs, chunked otherwise) with in-kernel
+    q/k L2 normalisation; returns `(r [B, T, H, D], final_state [B, H, D, D])`."""
+    kernel = recurrent_kernel if q.shape[1] <= RECURRENT_MAX_T else chunk_kernel
+    return kernel(
+        q=q,
+        k=k,
+        v=v,
+        beta=beta.to(q.dtype),
+        initial_state=initial_state,
+        output_final_state=True,
+        use_qk_l2norm_in_kernel=True,
+        **decay,
+    )

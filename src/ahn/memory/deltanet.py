@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ahn import ops
-from ahn.memory.base import GroupLinear, MemoryModule, rms_norm
-from ahn.memory.gated_deltanet import RECURRENT_MAX_T
+from ahn.memory.base import GroupLinear, HeadNormReadout, MemoryModule, delta_rule
 
 
-class DeltaNet(MemoryModule):
+class DeltaNet(HeadNormReadout, MemoryModule):
     """Official names: `b_proj, g_proj` ([H, hidden]), `o_norm.weight` ([D]), `o_proj.weight`."""
 
     num_gates = 1  # beta
@@ -33,21 +31,5 @@ class DeltaNet(MemoryModule):
         return z.sigmoid()  # [B, T, H, 1]: beta
 
     def recur(self, q, k, v, gates, initial_state):
-        kernel = (
-            ops.fused_recurrent_delta_rule
-            if q.shape[1] <= RECURRENT_MAX_T
-            else ops.chunk_delta_rule
-        )
-        return kernel(
-            q=q,
-            k=k,
-            v=v,
-            beta=gates[..., 0].to(q.dtype),
-            initial_state=initial_state,
-            output_final_state=True,
-            use_qk_l2norm_in_kernel=True,
-        )
-
-    def readout(self, r, gate):
-        o = rms_norm(r, self.o_norm.weight, self.norm_eps).float() * F.silu(gate).unsqueeze(-1)
-        return self.o_proj(o.to(r.dtype))
+        chunk, recurrent = ops.chunk_delta_rule, ops.fused_recurrent_delta_rule
+        return delta_rule(chunk, recurrent, q, k, v, gates[..., 0], initial_state)

@@ -7,13 +7,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from ahn import ops
-from ahn.memory.base import GroupLinear, MemoryModule, init_A_log, init_dt_bias, rms_norm
+from ahn.memory.base import (
+    GroupLinear,
+    HeadNormReadout,
+    MemoryModule,
+    delta_rule,
+    init_A_log,
+    init_dt_bias,
+)
 
-# Below this many tokens the recurrent form is cheaper than the chunked one.
-RECURRENT_MAX_T = 64
 
-
-class GatedDeltaNet(MemoryModule):
+class GatedDeltaNet(HeadNormReadout, MemoryModule):
     """Parameters use the official checkpoint names: `b_proj, a_proj, g_proj` ([H, hidden]),
     `A_log, D, dt_bias` ([H]), `o_norm.weight` ([D]), `o_proj.weight` ([H, D, D]).
     `D` is kept for checkpoint compatibility; the official forward does not use it.
@@ -46,22 +50,6 @@ class GatedDeltaNet(MemoryModule):
         return torch.stack([beta, g], dim=-1)  # [B, T, H, 2]
 
     def recur(self, q, k, v, gates, initial_state):
-        kernel = (
-            ops.fused_recurrent_gated_delta_rule
-            if q.shape[1] <= RECURRENT_MAX_T
-            else ops.chunk_gated_delta_rule
-        )
-        return kernel(
-            q=q,
-            k=k,
-            v=v,
-            g=gates[..., 1],
-            beta=gates[..., 0].to(q.dtype),
-            initial_state=initial_state,
-            output_final_state=True,
-            use_qk_l2norm_in_kernel=True,
-        )
-
-    def readout(self, r, gate):
-        o = rms_norm(r, self.o_norm.weight, self.norm_eps).float() * F.silu(gate).unsqueeze(-1)
-        return self.o_proj(o.to(r.dtype))
+        chunk, recurrent = ops.chunk_gated_delta_rule, ops.fused_recurrent_gated_delta_rule
+        beta, g = gates[..., 0], gates[..., 1]
+        return delta_rule(chunk, recurrent, q, k, v, beta, initial_state, g=g)
