@@ -307,6 +307,8 @@ def save_checkpoint(
             "config": config.to_dict(),
         }
         ckpt.write_json(tmp / ckpt.STATE_FILE, state)
+    barrier()  # every rank's RNG file is written before the directory is renamed
+    if env.is_main:
         ckpt.publish(tmp)
     barrier()
 
