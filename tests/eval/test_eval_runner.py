@@ -51,6 +51,8 @@ def test_ahn_eval_end_to_end(tmp_path, tiny_base_dir, ahn_dir):
         assert set(results["scores"][task]["ahn"]) == {"300", "360"}
     cost = results["efficiency"]
     assert all(cost[m]["tokens_per_s"] > 0 for m in cost)
+    if Path("/proc/self/statm").exists():  # peak resident memory, sampled on a CPU
+        assert all(cost[m]["peak_memory_bytes"] > 10 * 2**20 for m in cost)
     assert cost["sliding"]["cache_bytes"] < cost["full"]["cache_bytes"]
     assert "| full |" in (out / "results.md").read_text()
 

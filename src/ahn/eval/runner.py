@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -96,17 +97,55 @@ def _sync(device: torch.device) -> None:
 
 
 def _measure(model, run):
-    """Runs `run()`, returning its result, wall seconds and peak device memory (CUDA only)."""
+    """Runs `run()`, returning its result, wall seconds and peak memory: CUDA's peak allocation
+    on a GPU, the process's peak resident set size (sampled) on a CPU."""
     device = next(model.parameters()).device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     _sync(device)
     start = time.perf_counter()
-    result = run()
+    with _RssPeak() as rss:
+        result = run()
     _sync(device)
     wall = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else rss.peak
     return result, wall, peak
+
+
+class _RssPeak:
+    """Samples this process's resident set size every few ms (Linux `/proc`; `peak` stays None
+    elsewhere), since `ru_maxrss` cannot be reset between methods."""
+
+    PERIOD_S = 0.005
+
+    def __init__(self) -> None:
+        self.peak: int | None = None
+        self._stop = threading.Event()
+
+    @staticmethod
+    def _rss() -> int | None:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def _sample(self) -> None:
+        while True:
+            rss = self._rss()
+            if rss is not None:
+                self.peak = max(self.peak or 0, rss)
+            if self._stop.wait(self.PERIOD_S):
+                return
+
+    def __enter__(self):
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 @torch.no_grad()
