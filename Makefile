@@ -25,8 +25,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# One torch thread: two threads were several times slower on the shared 2-core machines.
 bench: $(STAMP)
-	$(BIN)/python benchmarks/ops.py
+	$(BIN)/python benchmarks/ops.py --threads 1
+	$(BIN)/python benchmarks/inference.py --threads 1
+	$(BIN)/python benchmarks/train.py --threads 1 --seq-lens 1024 4096
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info
