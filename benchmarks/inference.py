@@ -101,11 +101,14 @@ def report(rows: list[dict], lengths: list[int], methods: list[str]) -> None:
                     f"decode {a['decode_ms'] / o['decode_ms']:.2f}x"
                 )
     if "ahn" in methods and len(lengths) > 1:
-        lo, hi = by[("ahn", lengths[0])], by[("ahn", lengths[-1])]
-        print(
-            f"  ahn decode {lengths[-1]} / {lengths[0]}: {hi['decode_ms'] / lo['decode_ms']:.2f}x; "
-            f"peak RSS {hi['peak_rss_mib'] / lo['peak_rss_mib']:.2f}x"
-        )
+        last = by[("ahn", lengths[-1])]
+        for n in lengths[:-1]:
+            r = by[("ahn", n)]
+            print(
+                f"  ahn at {lengths[-1]} vs ahn at {n}: decode "
+                f"{last['decode_ms'] / r['decode_ms']:.2f}x, peak RSS "
+                f"{last['peak_rss_mib'] / r['peak_rss_mib']:.2f}x"
+            )
 
 
 def main() -> None:
