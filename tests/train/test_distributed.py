@@ -68,16 +68,28 @@ def read_run(output):
     }
 
 
-@pytest.mark.parametrize("sharding", [[], ["--fsdp"]], ids=["replicated", "fsdp"])
-def test_two_processes_equal_one_with_the_doubled_batch(tmp_path, base_dir, one_process, sharding):
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+# accelerate's multi-process launcher is torchrun underneath; `--multi_gpu` selects it (its
+# `--cpu` flag starts a single process unless MPI is set up), `--device cpu` keeps it on the CPU.
+ACCELERATE = [
+    sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+    "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "launcher, sharding",
+    [(TORCHRUN, []), (TORCHRUN, ["--fsdp"]), (ACCELERATE, ["--device", "cpu"])],
+    ids=["replicated", "fsdp", "accelerate"],
+)
+def test_two_processes_equal_one_with_the_doubled_batch(
+    tmp_path, base_dir, one_process, launcher, sharding
+):
+    if launcher is ACCELERATE:
+        pytest.importorskip("accelerate")
     data, one_output = one_process
     launch = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "2",
+        *launcher,
         "-m",
         "ahn",
         "train",
