@@ -104,3 +104,12 @@ def test_padded_batch_equals_rows_alone():
     for i, row in enumerate(rows):
         alone = model.generate(row, max_new_tokens=8, do_sample=False)
         assert torch.equal(together[i, width:], alone[0, row.shape[1] :])
+
+
+@pytest.mark.parametrize("memory", ahn.MEMORY_TYPES)
+def test_bfloat16_model_paths_agree_with_float32_states(memory, ids):
+    model = make_ahn_model(memory=memory, window=8, sinks=2).to(torch.bfloat16)
+    parallel = model(ids, use_cache=False).logits.float()
+    stepped, cache = decode_logits(model, ids, 20, 8)
+    torch.testing.assert_close(stepped.float(), parallel, atol=2e-2, rtol=2e-2)
+    assert all(layer.state.dtype == torch.float32 for layer in cache.layers)
