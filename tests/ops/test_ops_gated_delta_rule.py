@@ -19,6 +19,7 @@ TOL = {torch.float32: 1e-4, torch.bfloat16: 1e-2}
 # (B, T, H, K, V, dtype, initial state, decay scale): each axis value, awkward combinations.
 CASES = [
     pytest.param(1, 1, 1, 16, 16, torch.float32, True, 1.0, id="B1-T1-H1-D16-fp32-h0"),
+    pytest.param(2, 1, 3, 40, 24, torch.bfloat16, False, 1.0, id="B2-T1-H3-K40V24-bf16"),
     pytest.param(2, 63, 3, 40, 40, torch.float32, False, 1.0, id="B2-T63-H3-D40-fp32"),
     pytest.param(1, 64, 3, 64, 64, torch.bfloat16, True, 1.0, id="B1-T64-H3-D64-bf16-h0"),
     pytest.param(2, 65, 1, 128, 128, torch.float32, True, 1.0, id="B2-T65-H1-D128-fp32-h0"),

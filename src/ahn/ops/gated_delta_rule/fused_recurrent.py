@@ -24,6 +24,10 @@ def recurrent_gated_delta_rule(
     """
     B, T, H, K = q.shape
     V, dtype = v.shape[-1], v.dtype
+    if T == 1:
+        return _one_step(
+            q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel
+        )
     q, k, v, beta = (x.float().transpose(1, 2) for x in (q, k, v, beta))  # [B, H, T, ...]
     if use_qk_l2norm_in_kernel:
         q, k = l2norm(q), l2norm(k)
@@ -42,6 +46,22 @@ def recurrent_gated_delta_rule(
         o.append(q_t @ S)
     o = (scale * torch.cat(o, dim=1)).reshape(B, H, T, V).transpose(1, 2).to(dtype)
     return o, (S.reshape(B, H, K, V) if output_final_state else None)
+
+
+def _one_step(q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm):
+    """The T = 1 case with few ops (decoding calls it once per layer and token)."""
+    dtype = v.dtype
+    q, k, v = (x[:, 0].float().unsqueeze(-2) for x in (q, k, v))  # [B, H, 1, K or V]
+    if use_qk_l2norm:
+        q, k = l2norm(q), l2norm(k)
+    B, H, _, K = k.shape
+    S = initial_state if initial_state is not None else k.new_zeros(B, H, K, v.shape[-1])
+    if g is not None:
+        S = S * g[:, 0].float().exp()[..., None, None]
+    v_new = beta[:, 0].float()[..., None, None] * (v - k @ S)  # [B, H, 1, V]
+    S = S + k.transpose(-1, -2) @ v_new
+    o = (scale * (q @ S)).transpose(1, 2).to(dtype)  # [B, 1, H, V]
+    return o, (S if output_final_state else None)
 
 
 def fused_recurrent_gated_delta_rule(
