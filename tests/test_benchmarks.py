@@ -1,0 +1,25 @@
+"""The benchmark scripts (`make bench`) run end to end at tiny sizes and print their tables."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+
+TINY = {
+    "ops.py": "--T 40 --heads 2 --head-dim 16 --repeats 1",
+    "inference.py": "--lengths 48,96 --window 16 --sinks 2 --decode-tokens 2",
+    "train.py": "--seq-lens 64 --hidden 32 --layers 1 --heads 2 --kv-heads 1 --vocab 64 "
+    "--window 16 --sinks 2 --repeats 1",
+}
+EXPECT = {"ops.py": "GFLOP/s", "inference.py": "ratios", "train.py": "tok"}
+
+
+@pytest.mark.parametrize("script", sorted(TINY))
+def test_benchmark_runs_and_prints_a_table(script):
+    cmd = [sys.executable, str(BENCHMARKS / script), *TINY[script].split(), "--threads", "1"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert EXPECT[script] in done.stdout
