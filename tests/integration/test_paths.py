@@ -113,3 +113,17 @@ def test_bfloat16_model_paths_agree_with_float32_states(memory, ids):
     stepped, cache = decode_logits(model, ids, 20, 8)
     torch.testing.assert_close(stepped.float(), parallel, atol=2e-2, rtol=2e-2)
     assert all(layer.state.dtype == torch.float32 for layer in cache.layers)
+
+
+def test_long_prompts_are_prefilled_in_chunks(ids):
+    model = make_ahn_model(window=8, sinks=2, prefill_chunk=8)
+    seen = []
+    attn = model.model.layers[0].self_attn
+    handle = attn.register_forward_pre_hook(
+        lambda mod, args, kwargs: seen.append(kwargs["hidden_states"].shape[1]), with_kwargs=True
+    )
+    try:
+        model.generate(ids, max_new_tokens=3, do_sample=False)
+    finally:
+        handle.remove()
+    assert max(seen) == 8 and sum(seen) == ids.shape[1] + 2  # prompt in chunks, then 1 by 1
