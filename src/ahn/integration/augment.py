@@ -201,15 +201,17 @@ def _batch_size(args, kwargs) -> tuple[int, torch.device]:
     return x.shape[0], x.device
 
 
-def _decoder_pre_hook(decoder, args, kwargs):
-    rt: Runtime = decoder._ahn_runtime
-    if rt.mode == "full":
-        return None
-    key = _cache_key(kwargs)
-    cache = kwargs.get(key)
+def _wants_cache(module: nn.Module, kwargs: dict) -> bool:
+    """`use_cache` as transformers resolves it: the config's default, off in training."""
     use_cache = kwargs.get("use_cache")
     if use_cache is None:
-        use_cache = bool(getattr(decoder.config, "use_cache", True)) and not decoder.training
+        return bool(getattr(module.config, "use_cache", True)) and not module.training
+    return bool(use_cache)
+
+
+def _ahn_cache(rt: Runtime, cache: Cache | None, use_cache: bool) -> AHNCache | None:
+    """The AHNCache to use: the given one, a new one in place of an empty cache of another
+    class (as `generate` creates), a new one when a cache is wanted, else None."""
     if cache is not None and not isinstance(cache, AHNCache):
         if cache.get_seq_length() > 0:
             raise ValueError(
@@ -218,6 +220,15 @@ def _decoder_pre_hook(decoder, args, kwargs):
         cache, use_cache = None, True
     if cache is None and use_cache:
         cache = rt.new_cache()
+    return cache
+
+
+def _decoder_pre_hook(decoder, args, kwargs):
+    rt: Runtime = decoder._ahn_runtime
+    if rt.mode == "full":
+        return None
+    key = _cache_key(kwargs)
+    cache = _ahn_cache(rt, kwargs.get(key), _wants_cache(decoder, kwargs))
     kwargs[key] = cache
     B, device = _batch_size(args, kwargs)
     mask = kwargs.get("attention_mask")
@@ -266,16 +277,13 @@ def _chunked_prefill(model: nn.Module, forward):
         args = args[1:]
         x = input_ids if input_ids is not None else kwargs.get("inputs_embeds")
         chunk = rt.config.prefill_chunk
-        use_cache = kwargs.get("use_cache")
-        if use_cache is None:
-            use_cache = bool(getattr(model.config, "use_cache", True)) and not model.training
         if (
             rt.mode == "full"
             or x is None
             or x.shape[1] <= chunk
             or args
             or kwargs.get("labels") is not None
-            or not use_cache
+            or not _wants_cache(model, kwargs)
         ):
             return forward(input_ids, *args, **kwargs)
         return _prefill_in_chunks(rt, forward, input_ids, kwargs, chunk)
@@ -285,13 +293,11 @@ def _chunked_prefill(model: nn.Module, forward):
 
 def _prefill_in_chunks(rt: Runtime, forward, input_ids, kwargs, chunk):
     key = _cache_key(kwargs)
-    cache = kwargs.get(key)
-    if cache is None or (not isinstance(cache, AHNCache) and cache.get_seq_length() == 0):
-        cache = rt.new_cache()
+    cache = _ahn_cache(rt, kwargs.get(key), use_cache=True)
     embeds = kwargs.pop("inputs_embeds", None)
     x = input_ids if input_ids is not None else embeds
     mask, positions = kwargs.pop("attention_mask", None), kwargs.pop("position_ids", None)
-    if isinstance(cache, AHNCache) and cache.pad is None:
+    if cache.pad is None:
         cache.pad = left_padding(mask, x.shape[0], x.device)
     keep = kwargs.pop("logits_to_keep", 0)
     T, past = x.shape[1], cache.get_seq_length()
@@ -309,7 +315,8 @@ def _prefill_in_chunks(rt: Runtime, forward, input_ids, kwargs, chunk):
             step["position_ids"] = positions[..., a:b]
         step["logits_to_keep"] = 0 if keep_all else (keep if b == T else 1)
         out = forward(**step)
-        logits.append(out.logits if keep_all or b == T else out.logits[:, :0])
+        if keep_all or b == T:
+            logits.append(out.logits)
     out.logits = torch.cat(logits, dim=1)
     if keep_all and isinstance(keep, int) and keep > 0:
         out.logits = out.logits[:, -keep:]
