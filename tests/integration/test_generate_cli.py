@@ -1,6 +1,6 @@
 """`ahn generate` streams the same tokens as model.generate and reports the cache size."""
 
-from conftest import make_model, randomize_ahn
+from tiny_models import make_model, randomize_ahn
 from transformers import AutoTokenizer
 
 import ahn

@@ -3,7 +3,7 @@
 
 import pytest
 import torch
-from conftest import ARCHS, make_model, randomize_ahn
+from tiny_models import ARCHS, make_model, randomize_ahn
 from transformers import GPT2Config, GPT2LMHeadModel
 
 import ahn

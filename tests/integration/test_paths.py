@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import decode_logits, make_ahn_model
+from tiny_models import decode_logits, make_ahn_model
 
 import ahn
 

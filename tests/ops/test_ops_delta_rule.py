@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import delta_inputs, outputs_and_grads
+from ops_helpers import delta_inputs, outputs_and_grads
 
 from ahn.ops import chunk_delta_rule, fused_recurrent_delta_rule, naive_recurrent_delta_rule
 

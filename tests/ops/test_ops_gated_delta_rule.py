@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import delta_inputs, outputs_and_grads
+from ops_helpers import delta_inputs, outputs_and_grads
 
 import ahn.ops.gated_delta_rule.chunk as chunk_module
 from ahn.ops import (

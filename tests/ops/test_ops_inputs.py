@@ -7,7 +7,7 @@ import types
 
 import pytest
 import torch
-from conftest import delta_inputs
+from ops_helpers import delta_inputs
 
 from ahn.ops import (
     chunk_delta_rule,

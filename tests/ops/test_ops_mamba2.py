@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import rel_rms
+from ops_helpers import rel_rms
 
 from ahn.ops import mamba_chunk_scan_combined, naive_recurrent_mamba2
 

@@ -5,8 +5,8 @@ import warnings
 
 import pytest
 import torch
-from conftest import tiny_qwen2
 from safetensors.torch import load_file
+from train_helpers import tiny_qwen2
 
 import ahn
 from ahn.cli import main
