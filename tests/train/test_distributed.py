@@ -118,5 +118,7 @@ def test_two_processes_equal_one_with_the_doubled_batch(
             b["window"],
             b["loss_tokens"],
         )
-        for key in ("kl", "grad_norm"):  # grad_norm: gradients are sums, not per-rank means
-            assert abs(a[key] - b[key]) <= 1e-4 * abs(a[key]), key
+        # grad_norm: gradients are sums, not per-rank means. 1e-7 absolute: the fp32 round-off
+        # of a KL of ~1e-4 summed in another order (seen: 2e-8 on an AMD machine)
+        for key in ("kl", "grad_norm"):
+            assert abs(a[key] - b[key]) <= 1e-4 * abs(a[key]) + 1e-7, key
