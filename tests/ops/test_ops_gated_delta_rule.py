@@ -44,9 +44,9 @@ def test_matches_naive(assert_close, B, T, H, K, V, dtype, h0, g_scale):
             assert_close(f"{kernel.__name__}: {name}", ref[name], tri[name], TOL[dtype])
 
 
-@pytest.mark.parametrize("block_tokens", [1, 768], ids=lambda b: f"block{b}")
-def test_several_blocks_of_chunks(assert_close, monkeypatch, block_tokens):
-    monkeypatch.setattr(chunk_module, "BLOCK_TOKENS", block_tokens)  # 6 chunks: 6x1 or 4 + 2
+@pytest.mark.parametrize("chunk_size", [5, 16, 171], ids=lambda c: f"chunk{c}")
+def test_chunk_sizes(assert_close, monkeypatch, chunk_size):
+    monkeypatch.setattr(chunk_module, "CHUNK_SIZE", chunk_size)  # 35, 11 (last short) or 1 chunk
     inputs = delta_inputs(2, 171, 3, 16, 24, torch.float32, h0=True)
     ref = outputs_and_grads(naive_recurrent_gated_delta_rule, inputs, use_qk_l2norm_in_kernel=True)
     tri = outputs_and_grads(chunk_gated_delta_rule, inputs, use_qk_l2norm_in_kernel=True)

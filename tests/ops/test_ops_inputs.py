@@ -16,7 +16,8 @@ from ahn.ops import (
     mamba_chunk_scan_combined,
     naive_recurrent_gated_delta_rule,
 )
-from ahn.ops.utils import from_chunks, to_chunks, unit_tril_inverse
+from ahn.ops.gated_delta_rule.chunk import heads_view, split_chunks
+from ahn.ops.utils import from_chunks, to_chunks
 
 GOOD = delta_inputs(2, 10, 3, 8, 8, torch.float32, h0=True)
 BAD_DELTA = [
@@ -90,16 +91,16 @@ def test_cpu_never_dispatches_to_fla(monkeypatch):
     assert o.shape == (2, 10, 3, 8)
 
 
-@pytest.mark.parametrize("n", [1, 2, 16, 64])
-def test_unit_tril_inverse(n):
-    L = 0.3 * torch.randn(3, 2, n, n, generator=torch.Generator().manual_seed(42)).tril(-1)
-    eye = torch.eye(n)
-    torch.testing.assert_close(unit_tril_inverse(L) @ (eye + L), eye.expand(3, 2, n, n))
-
-
-def test_unit_tril_inverse_rejects_odd_size():
-    with pytest.raises(ValueError, match="power-of-two"):
-        unit_tril_inverse(torch.zeros(12, 12))
+@pytest.mark.parametrize("B, H", [(1, 3), (2, 1), (2, 3)])
+def test_heads_view_and_chunk_split(B, H):
+    x = torch.randn(B, 70, H, 5)
+    xm = heads_view(x)
+    assert torch.equal(xm, x.transpose(1, 2).reshape(B * H, 70, 5))
+    assert (xm.data_ptr() == x.data_ptr()) == (B == 1 or H == 1)  # a view where one exists
+    chunks = split_chunks(xm, 32)
+    assert [c.shape[1] for c in chunks] == [32, 32, 32]
+    assert torch.equal(torch.cat(chunks, dim=1)[:, :70], xm)
+    assert not chunks[-1][:, 6:].any()  # zero padding past the end
 
 
 @pytest.mark.parametrize("T, C", [(1, 1), (63, 64), (64, 16), (130, 64)])

@@ -90,33 +90,7 @@ def decay_mask(gc: torch.Tensor, strict: bool) -> torch.Tensor:
     """
     C = gc.shape[-1]
     keep = torch.ones(C, C, dtype=torch.bool, device=gc.device).tril(-1 if strict else 0)
-    return (gc[..., :, None] - gc[..., None, :]).masked_fill(~keep, float("-inf")).exp()
-
-
-def diagonal_blocks(x: torch.Tensor, size: int) -> torch.Tensor:
-    """The `size x size` diagonal blocks of x `[..., n, n]`: a view `[..., n/size, size, size]`."""
-    nb = x.shape[-1] // size
-    blocks = x.unflatten(-2, (nb, size)).unflatten(-1, (nb, size))  # [..., nb, size, nb, size]
-    return blocks.diagonal(dim1=-4, dim2=-2).movedim(-1, -3)
-
-
-def unit_tril_inverse(L: torch.Tensor) -> torch.Tensor:
-    """`(I + L)^{-1}` for strictly lower-triangular `L` `[..., n, n]`, n a power of two.
-
-    Block doubling: with the inverses of the two diagonal halves of every `2b x 2b` diagonal
-    block known, the block's lower-left part is `-D^{-1} C A^{-1}`. `log2(n)` levels of batched
-    matmuls, about `n^3 / 3` flops, no Python loop over rows.
-    """
-    n = L.shape[-1]
-    if n & (n - 1):
-        raise ValueError(f"unit_tril_inverse needs a power-of-two size, got {n}")
-    T = torch.eye(n, dtype=L.dtype, device=L.device).expand_as(L).clone()
-    b = 1
-    while b < n:
-        Tb, Lb = diagonal_blocks(T, 2 * b), diagonal_blocks(L, 2 * b)
-        Tb[..., b:, :b] = -(Tb[..., b:, b:] @ Lb[..., b:, :b]) @ Tb[..., :b, :b]
-        b *= 2
-    return T
+    return (gc[..., :, None] - gc[..., None, :]).masked_fill_(~keep, float("-inf")).exp_()
 
 
 def to_chunks(x: torch.Tensor, chunk_size: int) -> torch.Tensor:

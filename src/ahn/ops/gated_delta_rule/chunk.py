@@ -1,205 +1,340 @@
 """Chunkwise-parallel gated delta rule (training and prefill path).
 
-Within a chunk of C tokens with cumulative log-decay `gc` (`Γ = exp(gc)`), starting from
-state S_0 `[K, V]`, the delta-rule updates unroll to the WY / UT form (as in fla):
+Within a chunk of C tokens with cumulative log-decay `gc` (`Γ = exp(gc)`, `γ = Γ_C`) and
+entering state h `[K, V]`, the delta-rule updates unroll to the WY / UT form (as in fla):
 
-    L   = strict_tril(beta_t exp(gc_t - gc_j) k_t·k_j)          # [C, C]
-    w   = (I + L)^{-1} (beta Γ k),  u = (I + L)^{-1} (beta v)   # [C, K], [C, V]
-    U   = u - w S_0                                             # the written values
-    o   = scale ((Γ q) S_0 + (q k^T ⊙ exp(gc_t - gc_j))_{j<=t} U)
-    S_C = Γ_C S_0 + (exp(gc_C - gc) k)^T U
+    E   = exp(gc_t - gc_j) for j <= t, else 0                       # [C, C]
+    A   = strict_tril(beta_t E k_t·k_j)
+    U   = (I + A)^{-1} (beta v - (beta Γ k) h)                      # [C, V] the written values
+    o   = (Γ q') h + (E ⊙ q' k^T) U                                 # q' = scale q
+    h'  = γ h + (exp(gc_C - gc) k)^T U
 
-Everything but the `S_0 -> S_C` recurrence is batched over a block of chunks (and all heads);
-the backward is the hand-derived reverse of these formulas, block by block in reverse, with
-the chunk states h, `(I + L)^{-1}`, `[w | u]` and the written values U kept from the forward.
+The loop runs chunk by chunk over all heads at once: the chunk's `[k; q']` rows meet the state
+in one `[2C, K] @ [K, V]` product, and every tensor of a step is cache-sized (one state
+`[B*H, K, V]` and a few `[B*H, C, D]` tiles). The decay factors of all chunks are computed
+first, in one batch. The backward is the hand-derived reverse of these formulas, chunk by chunk
+in reverse, from the entering states h, the written values U and `(I + A)^{-1}` kept by the
+forward; the element-wise parts of the decay and beta gradients are batched over all chunks at
+the end.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+
 import torch
+import torch.nn.functional as F
 
 from ahn.ops.gated_delta_rule.fused_recurrent import recurrent_gated_delta_rule
-from ahn.ops.utils import (
-    check_delta_inputs,
-    decay_mask,
-    fast_path,
-    from_chunks,
-    l2norm,
-    to_chunks,
-    unit_tril_inverse,
-)
+from ahn.ops.utils import check_delta_inputs, decay_mask, fast_path, l2norm
 
-# Tokens per chunk on CPU (a power of two). Measured on 2 shared AVX-512 cores (H 16, D 128):
-# 32 gives a 15-20% faster forward than 64 (fewer flops in the chunk-local parts), 128 is slower.
+# Tokens per chunk on CPU. Measured on 2 shared cores (H 16, D 128): 32 beats 16 and 64.
 CHUNK_SIZE = 32
-# Rows (chunks x heads x tokens) processed together between two steps of the state recurrence.
-BLOCK_TOKENS = 4096
+# The forward keeps the state entering every STATE_EVERY-th chunk for the backward, which
+# recomputes the others segment by segment (one `[K, C] @ [C, V]` product per chunk) instead
+# of keeping N states: 8x less memory, and fresh pages cost more than the recomputation.
+STATE_EVERY = 8
 
 
-def _intra_chunk(k, v, gc, beta, rhs):
-    """Chunk-local pieces: `(decay, E, Tinv, wu)`.
+def heads_view(x: torch.Tensor) -> torch.Tensor:
+    """`[B, T, H, D]` -> `[B * H, T, D]`: a strided view when B == 1 or H == 1, else a copy."""
+    return x.transpose(1, 2).flatten(0, 1)
 
-    decay `exp(gc)` `[G, M, C]`, E the causal decay mask `[G, M, C, C]`, Tinv `(I + L)^{-1}`,
-    wu `[w | u]` `[G, M, C, K + V]`. rhs: a scratch buffer of the shape of wu.
+
+def split_chunks(xm: torch.Tensor, C: int) -> tuple[torch.Tensor, ...]:
+    """`[M, T, D]` -> the views `[M, C, D]` of its chunks; the last one zero-padded to C rows."""
+    chunks = list(xm.split(C, dim=1))
+    chunks[-1] = F.pad(chunks[-1], (0, 0, 0, C - chunks[-1].shape[1]))
+    return tuple(chunks)
+
+
+def _chunked(x: torch.Tensor, C: int) -> torch.Tensor:
+    """`[B, T, H]` -> `[N, B*H, C]`, zero-padded to whole chunks."""
+    x = x.transpose(1, 2).flatten(0, 1)
+    x = F.pad(x, (0, -x.shape[1] % C))
+    return x.unflatten(1, (-1, C)).transpose(0, 1).contiguous()
+
+
+@dataclass
+class ChunkDecay:
+    """Decay and write-strength factors of every chunk, `[N, M, ...]` (M = B*H heads).
+
+    gc: cumulative log-decay `[N, M, C]`; beta, decay `Γ`, fk `-beta Γ` (the row factor of k
+    in WQ) and to_end `exp(gc_C - gc)` `[N, M, C, 1]`; gamma `Γ_C` `[N, M, 1, 1]`; E: the
+    causal decay `exp(gc_t - gc_j)` (j <= t, else 0) and E_strict (j < t) `[N, M, C, C]`.
+    Zero padding past the end (g = beta = 0) leaves the state unchanged.
     """
-    K = k.shape[-1]
-    decay = gc.exp()
-    E = decay_mask(gc, strict=False)
-    Tinv = unit_tril_inverse((k @ k.mT) * E * beta[..., :, None])  # reads the strict lower part
-    torch.mul(k, (beta * decay)[..., None], out=rhs[..., :K])
-    torch.mul(v, beta[..., None], out=rhs[..., K:])
-    return decay, E, Tinv, Tinv @ rhs
+
+    gc: torch.Tensor
+    beta: torch.Tensor
+    decay: torch.Tensor
+    fk: torch.Tensor
+    to_end: torch.Tensor
+    gamma: torch.Tensor
+    E: torch.Tensor
+    E_strict: torch.Tensor
+
+    @classmethod
+    def build(cls, g: torch.Tensor, beta: torch.Tensor, C: int) -> ChunkDecay:
+        """From g, beta `[B, T, H]`."""
+        g, beta = (_chunked(x, C) for x in (g, beta))  # [N, M, C]
+        gc = g.cumsum(-1)
+        decay = gc.exp()
+        E = decay_mask(gc, strict=False)
+        return cls(
+            gc=gc,
+            beta=beta[..., None],
+            decay=decay[..., None],
+            fk=-(beta * decay)[..., None],
+            to_end=(gc[..., -1:] - gc).exp()[..., None],
+            gamma=decay[..., -1:, None],
+            E=E,
+            E_strict=E.tril(-1),
+        )
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """The fields in order (`ChunkDecay(*d.tensors())` rebuilds it)."""
+        return tuple(getattr(self, f.name) for f in fields(self))
+
+    def chunks(self) -> list[tuple[torch.Tensor, ...]]:
+        """Per chunk n: `(beta, decay, fk, to_end, gamma, E, E_strict)` views, without gc."""
+        return list(zip(*(x.unbind(0) for x in self.tensors()[1:]), strict=True))
 
 
-def _block_fwd(q, k, v, gc, beta, scale, h, rhs):
-    """One block of G chunks `[G, M, C, D]`. Returns `(o, Tinv, wu, U)`.
+class ChunkBuffers:
+    """Scratch tensors of one chunk step (M heads, C rows), reused from chunk to chunk."""
 
-    h `[G + 1, M, K, V]`: h[0] holds the state entering the block; h[n + 1] receives the state
-    leaving chunk n.
+    def __init__(self, M: int, C: int, K: int, V: int, like: torch.Tensor):
+        new = lambda *shape: like.new_empty(M, *shape)
+        self.KQ, self.WQ = new(2 * C, K), new(2 * C, K)  # [k; q'] and [fk k; Γ q']
+        self.P = new(2 * C, C)  # [k; q'] k^T
+        self.X = new(2 * C, V)  # WQ h, then [beta v + fk k h; Γ q' h]
+        self.KE = new(C, K)  # k decayed to the chunk end
+        self.O, self.U, self.Tinv = new(C, V), new(C, V), new(C, C)
+        self.eye = torch.eye(C, dtype=like.dtype, device=like.device).expand(M, C, C)
+
+    def load(self, q, k, scale: float, decay, fk, to_end):
+        """`KQ = [k; scale q]`, `WQ = [fk k; Γ q']`, `KE = to_end k` of one chunk.
+
+        Returns `(KQ, WQ, KE)`.
+        """
+        C = k.shape[1]
+        self.KQ[:, :C].copy_(k)
+        torch.mul(q, scale, out=self.KQ[:, C:])
+        torch.mul(self.KQ[:, :C], fk, out=self.WQ[:, :C])
+        torch.mul(self.KQ[:, C:], decay, out=self.WQ[:, C:])
+        return self.KQ, self.WQ, torch.mul(self.KQ[:, :C], to_end, out=self.KE)
+
+
+def fwd_chunk(buf, factors, q, k, v, scale, h, h_out, U, Tinv):
+    """One chunk for all heads: q, k `[M, C, K]`, v `[M, C, V]`, entering state h `[M, K, V]`.
+
+    factors: the chunk's `ChunkDecay.chunks()` entry. Writes the output rows to `buf.O`, the
+    written values to U `[M, C, V]`, `(I + A)^{-1}` to Tinv `[M, C, C]` and the leaving state
+    to h_out (which may be h itself).
     """
-    decay, E, Tinv, wu = _intra_chunk(k, v, gc, beta, rhs)
-    w, u = wu.split([k.shape[-1], v.shape[-1]], dim=-1)
-    k_end = (k * (gc[..., -1:] - gc).exp()[..., None]).mT  # k decayed to the chunk end
-    U = torch.empty_like(u)
-    for n in range(k.shape[0]):
-        torch.baddbmm(u[n], w[n], h[n], alpha=-1, out=U[n])
-        torch.baddbmm(h[n] * decay[n, :, -1, None, None], k_end[n], U[n], out=h[n + 1])
-    o = (q * (scale * decay)[..., None]) @ h[:-1]
-    o.flatten(0, 1).baddbmm_(((q @ k.mT) * E).flatten(0, 1), U.flatten(0, 1), alpha=scale)
-    return o, Tinv, wu, U
-
-
-def _blocks(T: int, M: int, C: int):
-    """`(chunk slice, token slice)` of each block: about BLOCK_TOKENS rows of `M` heads, so the
-    block's temporaries stay small (cache-friendly, reused by the allocator, no fresh pages)."""
-    G = max(1, BLOCK_TOKENS // (M * C))
-    N = -(-T // C)
-    return [(slice(b, min(N, b + G)), slice(b * C, min(T, (b + G) * C))) for b in range(0, N, G)]
+    beta, decay, fk, to_end, gamma, E, E_strict = factors
+    C = k.shape[1]
+    KQ, WQ, KE = buf.load(q, k, scale, decay, fk, to_end)
+    P = torch.bmm(KQ, KQ[:, :C].mT, out=buf.P)  # [k k^T; q' k^T]
+    A = P[:, :C].mul_(E_strict).mul_(beta)
+    torch.linalg.solve_triangular(A, buf.eye, upper=False, unitriangular=True, out=Tinv)
+    X = torch.bmm(WQ, h, out=buf.X)
+    Y = X[:, :C].addcmul_(v, beta)  # beta v - (beta Γ k) h
+    torch.bmm(Tinv, Y, out=U)
+    torch.baddbmm(X[:, C:], P[:, C:].mul_(E), U, out=buf.O)
+    torch.mul(h, gamma, out=h_out).baddbmm_(KE.mT, U)
 
 
 def chunk_fwd(q, k, v, g, beta, scale, h0, chunk_size, keep_states=True):
     """Forward over chunks. Inputs `[B, T, H, D]` (g, beta `[B, T, H]`) fp32, h0 `[B*H, K, V]`.
 
-    Each block of chunks is cut from the inputs (`to_chunks`: `[G, B*H, C, D]`) as it is reached.
     Returns o `[B, T, H, V]`, the final state `[B*H, K, V]` and, when keep_states, what the
-    backward needs besides the inputs: h `[N, B*H, K, V]` (the state entering each chunk), Tinv
-    `[N, B*H, C, C]`, wu `[N, B*H, C, K + V]` and U `[N, B*H, C, V]`; otherwise None.
+    backward needs besides the inputs: `(h, U, Tinv, *ChunkDecay)` with h the states entering
+    chunks 0, R, 2R, ... (R = STATE_EVERY) `[ceil(N / R), B*H, K, V]`, U `[N, B*H, C, V]` and
+    `(I + A)^{-1}` `[N, B*H, C, C]`; otherwise None.
     """
     B, T, H, K = k.shape
     V, M, C = v.shape[-1], B * H, chunk_size
-    blocks = _blocks(T, M, C)
-    G, N = blocks[0][0].stop, blocks[-1][0].stop  # chunks per block, chunks in all
+    d = ChunkDecay.build(g, beta, C)
+    N = d.gc.shape[0]
     o = v.new_empty(B, T, H, V)
-    h = k.new_empty(N + 1 if keep_states else G + 1, M, K, V)
-    h[0] = 0 if h0 is None else h0
-    shapes = ((N, M, C, C), (N, M, C, K + V), (N, M, C, V))
-    kept = tuple(k.new_empty(shape) for shape in shapes) if keep_states else None
-    rhs = k.new_empty(G, M, C, K + V)
-    for blk, tok in blocks:
-        qb, kb, vb, gb, bb = (to_chunks(x[:, tok], C) for x in (q, k, v, g, beta))
-        Gb = kb.shape[0]
-        hb = h[blk.start : blk.start + Gb + 1] if keep_states else h[: Gb + 1]
-        ob, *for_bwd = _block_fwd(qb, kb, vb, gb.cumsum(-1), bb, scale, hb, rhs[:Gb])
-        o[:, tok] = from_chunks(ob, B, tok.stop - tok.start)
+    om = heads_view(o) if B == 1 or H == 1 else v.new_empty(M, T, V)
+    buf = ChunkBuffers(M, C, K, V, k)
+    h = k.new_zeros(M, K, V) if h0 is None else h0.clone()  # updated in place, chunk by chunk
+    if keep_states:
+        R = STATE_EVERY
+        kept = k.new_empty(-(-N // R), M, K, V)
+        Us, Tinvs = v.new_empty(N, M, C, V), k.new_empty(N, M, C, C)
+    rows = (split_chunks(heads_view(x), C) for x in (q, k, v))
+    for n, (factors, *qkv) in enumerate(zip(d.chunks(), *rows, strict=True)):
         if keep_states:
-            for buffer, x in zip(kept, for_bwd, strict=True):
-                buffer[blk] = x
+            if n % R == 0:
+                kept[n // R].copy_(h)
+            fwd_chunk(buf, factors, *qkv, scale, h, h, Us[n], Tinvs[n])
         else:
-            h[0] = hb[-1]  # the next block starts from the state leaving this one
-    if not keep_states:
-        return o, h[0].clone(), None
-    return o, h[N].clone(), (h[:N], *kept)  # a copy: in-place edits of S must not touch h
+            fwd_chunk(buf, factors, *qkv, scale, h, h, buf.U, buf.Tinv)
+        om[:, n * C : (n + 1) * C].copy_(buf.O[:, : min(C, T - n * C)])
+    if om.data_ptr() != o.data_ptr():
+        o.copy_(om.view(B, H, T, V).transpose(1, 2))
+    return o, h, ((kept, Us, Tinvs, *d.tensors()) if keep_states else None)
 
 
-def _block_bwd(q, k, v, gc, beta, h, Tinv, wu, U, scale, do, dS, need_dg):
-    """Gradients of one block (inputs and saved tensors as in `_block_fwd`, h its entering
-    states), given do and dS, the gradient of the state leaving the block.
+class GradBuffers(ChunkBuffers):
+    """ChunkBuffers plus the gradient scratch of one backward chunk step."""
 
-    Returns `(dq, dk, dv, dg, dbeta, dS_in)`, dg None unless need_dg.
+    def __init__(self, M: int, C: int, K: int, V: int, like: torch.Tensor):
+        super().__init__(M, C, K, V, like)
+        new = lambda *shape: like.new_empty(M, *shape)
+        self.dU, self.dv, self.dKE, self.dk = new(C, V), new(C, V), new(C, K), new(C, K)
+        self.DX = new(2 * C, V)  # [dY; do], the gradient of X
+        self.dP, self.dP2 = new(2 * C, C), new(2 * C, C)  # [-dA; dBq] U^T, then dP
+        self.dWQ, self.dKQ, self.hdh = new(2 * C, K), new(2 * C, K), new(K, V)
+        self.prod = new(2 * C, max(K, V, C))  # products summed by `row_sums`
+
+    def row_sums(self, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:
+        """`out = (a * b).sum(-1)` through the scratch `prod` (a fresh product of this size
+        would cost page faults at every call)."""
+        prod = self.prod[:, : a.shape[1], : a.shape[2]]
+        torch.sum(torch.mul(a, b, out=prod), -1, out=out)
+
+
+@dataclass
+class ChunkGradSums:
+    """What the batched decay / beta gradients need from each chunk, `[N, M, ...]`.
+
+    Row sums over the head dimension of dWQ·[k; q'] `[N, M, 2C]`, of dKE·k, dY·v and
+    `(dA ⊙ E)·k k^T` `[N, M, C]`; z: the row minus the column sums of `dA ⊙ A + dBq ⊙ Bq`
+    (the gradient of the gc_t - gc_j exponents) `[N, M, C]`; `<h, dh'>` `[N, M]`.
     """
-    decay, E, kk = gc.exp(), decay_mask(gc, strict=False), k @ k.mT
-    K = k.shape[-1]
-    w = wu[..., :K]
-    qk = q @ k.mT
-    to_end = (gc[..., -1:] - gc).exp()
-    k_end, qg = k * to_end[..., None], q * decay[..., None]
-    do = scale * do
-    dU = (qk * E).mT @ do
-    dh_out = qg.mT @ do  # d(state entering chunk n) from the outputs of chunk n
-    dS_end = torch.empty_like(h)  # gradient w.r.t. the state leaving each chunk
-    for n in reversed(range(k.shape[0])):
-        dS_end[n] = dS
-        dU[n].baddbmm_(k_end[n], dS)
-        dS = torch.baddbmm(dh_out[n] + decay[n, :, -1, None, None] * dS, w[n].mT, dU[n], alpha=-1)
 
-    dqg = do @ h.mT
-    dP = (do @ U.mT) * E
-    dq = dqg * decay[..., None] + dP @ k
-    dk_end = U @ dS_end.mT
-    dk = dk_end * to_end[..., None] + dP.mT @ q
-    # through U = u - w h, [w | u] = Tinv [beta Γ k | beta v]
-    dwu = Tinv.mT @ torch.cat([-dU @ h.mT, dU], dim=-1)
-    dkbg, dvb = dwu.split([K, v.shape[-1]], dim=-1)
-    dv = dvb * beta[..., None]
-    dk += dkbg * (beta * decay)[..., None]
-    dbeta = (dvb * v).sum(-1) + (dkbg * k).sum(-1) * decay
-    # through Tinv = (I + L)^{-1}: dL = -Tinv^T dTinv Tinv^T = -(dvb u^T + dkbg w^T)
-    dLE = (dwu @ wu.mT).tril_(-1).mul_(E).neg_()
-    dbeta += (dLE * kk).sum(-1)
-    dkk = dLE * beta[..., :, None]
-    dk += (dkk + dkk.mT) @ k
+    wkq: torch.Tensor
+    ke: torch.Tensor
+    yv: torch.Tensor
+    akk: torch.Tensor
+    z: torch.Tensor
+    hdh: torch.Tensor
+
+    @classmethod
+    def empty(cls, N: int, M: int, C: int, like: torch.Tensor) -> ChunkGradSums:
+        new = lambda *shape: like.new_empty(N, M, *shape)
+        return cls(new(2 * C), new(C), new(C), new(C), new(C), new())
+
+
+def bwd_chunk(buf, factors, sums, n, q, k, v, do, scale, h, U, Tinv, dh, dh_in, out, need_dg):
+    """Reverse of `fwd_chunk` n, given do `[M, C, V]` and dh, the gradient of the leaving state.
+
+    h, U, Tinv: what the forward kept for chunk n. Writes the entering state's gradient to
+    dh_in, the chunk's sums to `sums` and `(dq, dk, dv)` to out (views `[M, c, ·]`, c <= C);
+    the sums that only the decay gradient needs only when need_dg.
+    """
+    beta, decay, fk, to_end, gamma, E, E_strict = factors
+    C, c = k.shape[1], out[0].shape[1]
+    KQ, WQ, KE = buf.load(q, k, scale, decay, fk, to_end)
+    P = torch.bmm(KQ, KQ[:, :C].mT, out=buf.P)
+    DX = buf.DX  # [dY; do], the gradient of X
+    DX[:, C:].copy_(do)
+    dU = torch.bmm(KE, dh, out=buf.dU).baddbmm_((P[:, C:] * E).mT, DX[:, C:])
+    dKE = torch.bmm(U, dh.mT, out=buf.dKE)
+    dY = torch.bmm(Tinv.mT, dU, out=DX[:, :C])
+    dWQ = torch.bmm(DX, h.mT, out=buf.dWQ)
+    dPU = torch.bmm(DX, U.mT, out=buf.dP)  # [-dA; dBq]
+    torch.mul(dh, gamma, out=dh_in).baddbmm_(WQ.mT, DX)
+    buf.row_sums(dWQ, KQ, sums.wkq[n])
+    buf.row_sums(dKE, KQ[:, :C], sums.ke[n])
+    buf.row_sums(dY, v, sums.yv[n])
+    dP = buf.dP2
+    dAE = torch.mul(dPU[:, :C], E_strict, out=dP[:, :C]).neg_()  # dA ⊙ E
+    buf.row_sums(dAE, P[:, :C], sums.akk[n])
+    dAE.mul_(beta)
+    torch.mul(dPU[:, C:], E, out=dP[:, C:])
+    if need_dg:
+        torch.sum(torch.mul(h, dh, out=buf.hdh), (-2, -1), out=sums.hdh[n])
+        Z = torch.mul(dP, P, out=buf.prod[:, :, :C])  # [dA ⊙ A; dBq ⊙ Bq]
+        rows = Z.sum(-1)
+        torch.sub(rows[:, :C] + rows[:, C:], Z.sum(-2), out=sums.z[n])
+    dKQ = buf.dKQ
+    torch.mul(dWQ[:, :C], fk, out=dKQ[:, :C])
+    torch.mul(dWQ[:, C:], decay, out=dKQ[:, C:])
+    dKQ.baddbmm_(dP, KQ[:, :C])  # through P = [k; q'] k^T, the left factor
+    dk = torch.baddbmm(dKQ[:, :C], dP.mT, KQ, out=buf.dk)
+    dq_out, dk_out, dv_out = out
+    torch.mul(dKQ[:, C : C + c], scale, out=dq_out)
+    torch.addcmul(dk[:, :c], dKE[:, :c], to_end[:, :c], out=dk_out)
+    torch.mul(dY[:, :c], beta[:, :c], out=dv_out)
+
+
+def decay_grads(d: ChunkDecay, sums: ChunkGradSums, need_dg: bool):
+    """`(dg, dbeta)` `[N, M, C]` from the per-chunk sums (dg None unless need_dg)."""
+    C = d.gc.shape[-1]
+    decay, fk, to_end = (x[..., 0] for x in (d.decay, d.fk, d.to_end))
+    wk, wq = sums.wkq.split(C, dim=-1)  # row sums dWQ·k, dWQ·q'
+    dbeta = sums.yv + sums.akk - wk * decay  # through beta v, A, and fk = -beta Γ
     if not need_dg:
-        return dq, dk, dv, None, dbeta, dS
-    # d gc: every term above in which gc appears, then back from gc = cumsum(g)
-    dgc = (dqg * qg).sum(-1) + (dkbg * k).sum(-1) * beta * decay
-    dgc -= (dk_end * k_end).sum(-1)
-    for A in (dP * qk, dLE * kk * beta[..., :, None]):  # terms in exp(gc_t - gc_j)
-        dgc += A.sum(-1) - A.sum(-2)
-    h_dS = (h.flatten(-2)[..., None, :] @ dS_end.flatten(-2)[..., :, None])[..., 0, 0]  # <h, dS>
-    dgc[..., -1] += (dk_end * k_end).sum((-2, -1)) + h_dS * decay[..., -1]
-    return dq, dk, dv, dgc.flip(-1).cumsum(-1).flip(-1), dbeta, dS
+        return None, dbeta
+    ke = sums.ke * to_end
+    dgc = sums.z + wk * fk + wq * decay - ke
+    dgc[..., -1] += ke.sum(-1) + sums.hdh * d.gamma[..., 0, 0]
+    return dgc.flip(-1).cumsum(-1).flip(-1), dbeta
 
 
-def chunk_bwd(q, k, v, g, beta, saved, scale, chunk_size, do, dS, need_dg):
+def chunk_bwd(q, k, v, saved, scale, chunk_size, do, dS, need_dg):
     """Gradients of `chunk_fwd` w.r.t. q, k, v, g, beta and h0, given do and dS (final state).
 
-    Shapes as in `chunk_fwd`, saved its `(h, Tinv, wu, U)`; dS `[B*H, K, V]` or None. Block by
-    block in reverse. dg is None unless need_dg.
+    Shapes as in `chunk_fwd`, saved its `(h, U, Tinv, *ChunkDecay)`; dS `[B*H, K, V]` or None.
+    Segment by segment of STATE_EVERY chunks in reverse: the segment's entering states are
+    recomputed from the kept one, then its chunks are differentiated in reverse. dg is None
+    unless need_dg.
     """
-    h, Tinv, wu, U = saved
+    kept, Us, Tinvs, *decay = saved
+    d = ChunkDecay(*decay)
     B, T, H, K = k.shape
-    dq, dk, dv, dg, dbeta = (torch.empty_like(x) for x in (q, k, v, g, beta))
-    dS = torch.zeros_like(h[0]) if dS is None else dS
-    for blk, tok in reversed(_blocks(T, B * H, chunk_size)):
-        qb, kb, vb, gb, bb, dob = (to_chunks(x[:, tok], chunk_size) for x in (q, k, v, g, beta, do))
-        kept = (x[blk] for x in (h, Tinv, wu, U))
-        grads = _block_bwd(qb, kb, vb, gb.cumsum(-1), bb, *kept, scale, dob, dS, need_dg)
-        dS = grads[-1]
-        for out, grad in zip((dq, dk, dv, dg, dbeta), grads[:5], strict=True):
-            if grad is not None:
-                out[:, tok] = from_chunks(grad, B, tok.stop - tok.start)
-    return dq, dk, dv, (dg if need_dg else None), dbeta, dS
+    V, M, C, N, R = v.shape[-1], B * H, chunk_size, Us.shape[0], STATE_EVERY
+    grads = [x.new_empty(B, T, H, x.shape[-1]) for x in (q, k, v)]
+    views = [heads_view(x) if B == 1 or H == 1 else x.new_empty(M, T, x.shape[-1]) for x in grads]
+    buf, sums = GradBuffers(M, C, K, V, k), ChunkGradSums.empty(N, M, C, k)
+    dh = [torch.zeros_like(kept[0]) if dS is None else dS.clone(), torch.empty_like(kept[0])]
+    rows = list(zip(*(split_chunks(heads_view(x), C) for x in (q, k, v, do)), strict=True))
+    factors = d.chunks()
+    h = k.new_empty(min(R, N), M, K, V)  # the states entering the chunks of one segment
+    for first in reversed(range(0, N, R)):
+        segment = range(first, min(N, first + R))
+        h[0].copy_(kept[first // R])
+        for j, n in enumerate(segment[:-1]):
+            _, _, _, to_end, gamma, _, _ = factors[n]
+            KE = torch.mul(rows[n][1], to_end, out=buf.KE)
+            torch.mul(h[j], gamma, out=h[j + 1]).baddbmm_(KE.mT, Us[n])
+        for j, n in reversed(list(enumerate(segment))):
+            out = [x[:, n * C : (n + 1) * C] for x in views]
+            kept_n = (h[j], Us[n], Tinvs[n])
+            bwd_chunk(buf, factors[n], sums, n, *rows[n], scale, *kept_n, *dh, out, need_dg)
+            dh.reverse()  # the entering state's gradient is the next (earlier) chunk's dh
+    for out, view in zip(grads, views, strict=True):
+        if view.data_ptr() != out.data_ptr():
+            out.copy_(view.view(B, H, T, -1).transpose(1, 2))
+    dg, dbeta = decay_grads(d, sums, need_dg)
+    unchunk = lambda x: x.transpose(0, 1).flatten(1)[:, :T].unflatten(0, (B, H)).transpose(1, 2)
+    return (*grads, None if dg is None else unchunk(dg), unchunk(dbeta), dh[0])
 
 
 class ChunkGatedDeltaRuleFunction(torch.autograd.Function):
     """Autograd wrapper of `chunk_fwd` / `chunk_bwd` on fp32 `[B, T, H, D]` tensors."""
 
     @staticmethod
-    def forward(ctx, q, k, v, g, beta, scale, h0, chunk_size):
-        keep_states = any(ctx.needs_input_grad)
+    def forward(ctx, q, k, v, g, beta, scale, h0, chunk_size, keep_states):
         o, S, saved = chunk_fwd(q, k, v, g, beta, scale, h0, chunk_size, keep_states)
         if keep_states:
-            ctx.save_for_backward(q, k, v, g, beta, *saved)
+            ctx.save_for_backward(q, k, v, *saved)
             ctx.scale, ctx.chunk_size = scale, chunk_size
         return o, S
 
     @staticmethod
     def backward(ctx, do, dS):
-        q, k, v, g, beta, *saved = ctx.saved_tensors
+        q, k, v, *saved = ctx.saved_tensors
         need_dg = ctx.needs_input_grad[3]
-        grads = chunk_bwd(q, k, v, g, beta, saved, ctx.scale, ctx.chunk_size, do, dS, need_dg)
+        grads = chunk_bwd(q, k, v, saved, ctx.scale, ctx.chunk_size, do, dS, need_dg)
         dq, dk, dv, dg, dbeta, dh0 = grads
-        return dq, dk, dv, dg, dbeta, None, (dh0 if ctx.needs_input_grad[6] else None), None
+        return dq, dk, dv, dg, dbeta, None, (dh0 if ctx.needs_input_grad[6] else None), None, None
 
 
 def chunk_gated_delta_rule_fwd(
@@ -207,22 +342,24 @@ def chunk_gated_delta_rule_fwd(
 ):
     """Validated `[B, T, H, D]` inputs in, `(o, final_state)` out; `g=None`: no decay.
 
-    Casts to fp32, L2-normalises q/k if asked and runs `ChunkGatedDeltaRuleFunction`. Chunks
-    are `CHUNK_SIZE` tokens, or the next power of two >= T for short inputs. A single token
-    (decoding) takes the token recurrence, 5x cheaper.
+    Casts to fp32, L2-normalises q/k if asked and runs `ChunkGatedDeltaRuleFunction` over
+    chunks of `CHUNK_SIZE` tokens (T for shorter inputs). A single token (decoding) takes the
+    token recurrence, 5x cheaper.
     """
     B, T, H, K = q.shape
     if T == 1:
         args = (initial_state, output_final_state, use_qk_l2norm_in_kernel)
         return recurrent_gated_delta_rule(q, k, v, g, beta, scale, *args)
     dtype = v.dtype
-    chunk = min(CHUNK_SIZE, 1 << (T - 1).bit_length())
     q, k, v, beta = (x.float() for x in (q, k, v, beta))
     if use_qk_l2norm_in_kernel:
         q, k = l2norm(q), l2norm(k)
     g = torch.zeros_like(beta) if g is None else g.float()
     h0 = None if initial_state is None else initial_state.flatten(0, 1)
-    o, S = ChunkGatedDeltaRuleFunction.apply(q, k, v, g, beta, scale, h0, chunk)
+    chunk = min(CHUNK_SIZE, T)
+    tensors = (q, k, v, g, beta, h0)
+    keep = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in tensors)
+    o, S = ChunkGatedDeltaRuleFunction.apply(*tensors[:5], scale, h0, chunk, keep)
     return o.to(dtype), (S.unflatten(0, (B, H)) if output_final_state else None)
 
 
