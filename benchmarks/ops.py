@@ -4,12 +4,14 @@ For the Qwen2.5-3B head shape (B = 1, H = 16, D = 128) and each T, prints tokens
 forward and of forward + backward (all input gradients) of the naive per-token gated delta
 rule and of the chunked kernel, the fp32 matmul GFLOP/s of this machine measured in the same
 run, and the chunked kernel's useful GFLOP/s (8 D^2 flops per head per token) as a fraction of
-it. Every timing is the best of --repeats runs after a warm-up; the spread (worst / best) shows
-how much other processes disturbed it. The naive reference keeps one state per token for
-its backward, so it is timed only up to --naive-max-T and estimated linearly beyond (marked ~).
+it. The four cases of one T run in turn, round after round (--repeats rounds after a warm-up),
+so that the ratios compare runs made under the same conditions on a shared machine: tokens/s
+are the best round, `x naive` and `bwd/fwd` the median of the per-round ratios, `spread` the
+worst round over the best. The naive reference keeps one state per token for its backward, so
+it is timed only up to --naive-max-T and estimated linearly beyond (marked ~).
 
     python benchmarks/ops.py
-    python benchmarks/ops.py --T 4096 --chunk-size 128 --repeats 5 --json runs/bench_ops.json
+    python benchmarks/ops.py --T 4096 --chunk-size 64 --repeats 7 --json runs/bench_ops.json
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--T", type=int, nargs="+", default=[1024, 4096, 16384])
     parser.add_argument("--heads", type=int, default=16)
     parser.add_argument("--head-dim", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs after one warm-up")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds after a warm-up")
     parser.add_argument("--chunk-size", type=int, default=chunk_module.CHUNK_SIZE)
     parser.add_argument("--naive-max-T", type=int, default=4096, help="naive forward beyond: ~")
     parser.add_argument("--naive-bwd-max-T", type=int, default=1024, help="naive fwd+bwd beyond: ~")
@@ -49,13 +51,22 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def best_of(fn, repeats: int) -> tuple[float, float]:
     """(best, worst) seconds of `repeats` calls after one warm-up call."""
-    fn()
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        seconds.append(time.perf_counter() - start)
+    seconds = rounds({"fn": fn}, repeats)["fn"]
     return min(seconds), max(seconds)
+
+
+def rounds(fns: dict, repeats: int) -> dict:
+    """Seconds of each function in every round: one warm-up call each, then `repeats` rounds
+    in which every function runs once, in turn."""
+    for fn in fns.values():
+        fn()
+    seconds = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            seconds[name].append(time.perf_counter() - start)
+    return seconds
 
 
 def matmul_gflops(repeats: int, n: int = 2048) -> tuple[float, float]:
@@ -82,27 +93,48 @@ def forward(kernel, inputs):
         kernel(**inputs)
 
 
-def forward_backward(kernel, inputs):
-    leaves = {n: x.clone().requires_grad_() for n, x in inputs.items()}
+def forward_backward(kernel, leaves):
+    for x in leaves.values():
+        x.grad = None  # fresh gradients each step, as for activations in training
     o, _ = kernel(**leaves)
     o.sum().backward()
 
 
-def time_case(kernel_name: str, mode: str, T: int, args) -> dict:
+def case(kernel_name: str, mode: str, T: int, args):
+    """`(timed T, function)` of one case; the naive reference runs at most to its limit."""
     limit = args.naive_max_T if mode == "fwd" else args.naive_bwd_max_T
     timed_T = min(T, limit) if kernel_name == "naive" else T
     inputs = make_inputs(timed_T, args.heads, args.head_dim)
-    step = forward if mode == "fwd" else forward_backward
-    best, worst = best_of(lambda: step(KERNELS[kernel_name], inputs), args.repeats)
-    return {
-        "kernel": kernel_name,
-        "mode": mode,
-        "T": T,
-        "estimated": timed_T != T,
-        "seconds": best * T / timed_T,
-        "spread": worst / best,
-        "tokens_per_s": timed_T / best,
-    }
+    kernel = KERNELS[kernel_name]
+    if mode == "fwd":
+        return timed_T, lambda: forward(kernel, inputs)
+    leaves = {n: x.requires_grad_() for n, x in inputs.items()}  # made once, outside the timing
+    return timed_T, lambda: forward_backward(kernel, leaves)
+
+
+def time_T(T: int, args) -> list[dict]:
+    """The rows of one T: the four cases timed in the same rounds."""
+    keys = [(kernel, mode) for kernel in KERNELS for mode in ("fwd", "fwd+bwd")]
+    cases = {key: case(*key, T, args) for key in keys}
+    seconds = rounds({key: fn for key, (_, fn) in cases.items()}, args.repeats)
+    per_T = {key: [s * T / cases[key][0] for s in seconds[key]] for key in keys}  # [round]
+    median = lambda xs: sorted(xs)[len(xs) // 2]
+    rows = []
+    for kernel, mode in keys:
+        mine = per_T[kernel, mode]
+        naive, fwd = per_T["naive", mode], per_T[kernel, "fwd"]
+        rows.append({
+            "kernel": kernel,
+            "mode": mode,
+            "T": T,
+            "estimated": cases[kernel, mode][0] != T,
+            "seconds": min(mine),
+            "spread": max(mine) / min(mine),
+            "tokens_per_s": T / min(mine),
+            "speedup_vs_naive": median([a / b for a, b in zip(naive, mine)]),
+            "bwd_over_fwd": median([a / b for a, b in zip(mine, fwd)]) if mode != "fwd" else None,
+        })  # fmt: skip
+    return rows
 
 
 def main(argv=None) -> int:
@@ -118,20 +150,13 @@ def main(argv=None) -> int:
     print(header + f" {'of peak':>7} {'x naive':>7} {'bwd/fwd':>7}")
     rows = []
     for T in args.T:
-        by_key = {}
-        for kernel_name in KERNELS:
-            for mode in ("fwd", "fwd+bwd"):
-                row = time_case(kernel_name, mode, T, args)
-                row["useful_gflops"] = 8 * D * D * H * T / row["seconds"] / 1e9
-                row["fraction_of_matmul"] = row["useful_gflops"] / peak
-                by_key[kernel_name, mode] = row
-                naive = by_key.get(("naive", mode))
-                row["speedup_vs_naive"] = naive["seconds"] / row["seconds"] if naive else None
-                fwd = by_key.get((kernel_name, "fwd"))
-                row["bwd_over_fwd"] = row["seconds"] / fwd["seconds"] if mode != "fwd" else None
-                rows.append(row)
-                print_row(row)
+        for row in time_T(T, args):
+            row["useful_gflops"] = 8 * D * D * H * T / row["seconds"] / 1e9
+            row["fraction_of_matmul"] = row["useful_gflops"] / peak
+            rows.append(row)
+            print_row(row)
     print("~ : estimated from a shorter T by linear scaling (the recurrence is linear in T)")
+    print("x naive, bwd/fwd: medians of the per-round ratios; tok/s, GFLOP/s: best rounds")
     end_peak = matmul_gflops(args.repeats)[0]
     best_peak = max(peak, end_peak)
     print(f"fp32 matmul again at the end: {end_peak:.1f} GFLOP/s (fractions above use the start)")
@@ -180,7 +205,7 @@ def print_decode(args) -> None:
 
 def print_row(row: dict) -> None:
     tokens = f"{'~' if row['estimated'] else ''}{row['T'] / row['seconds']:.0f}"
-    speedup = f"{row['speedup_vs_naive']:.1f}" if row["speedup_vs_naive"] else "-"
+    speedup = f"{row['speedup_vs_naive']:.1f}"
     ratio = f"{row['bwd_over_fwd']:.2f}" if row["bwd_over_fwd"] else "-"
     print(
         f"{row['T']:>6} {row['kernel']:>6} {row['mode']:>7} {tokens:>10} {row['spread']:>6.2f} "
