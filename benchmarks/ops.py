@@ -118,11 +118,9 @@ def time_T(T: int, args) -> list[dict]:
     cases = {key: case(*key, T, args) for key in keys}
     seconds = rounds({key: fn for key, (_, fn) in cases.items()}, args.repeats)
     per_T = {key: [s * T / cases[key][0] for s in seconds[key]] for key in keys}  # [round]
-    median = lambda xs: sorted(xs)[len(xs) // 2]
     rows = []
     for kernel, mode in keys:
         mine = per_T[kernel, mode]
-        naive, fwd = per_T["naive", mode], per_T[kernel, "fwd"]
         rows.append({
             "kernel": kernel,
             "mode": mode,
@@ -131,10 +129,16 @@ def time_T(T: int, args) -> list[dict]:
             "seconds": min(mine),
             "spread": max(mine) / min(mine),
             "tokens_per_s": T / min(mine),
-            "speedup_vs_naive": median([a / b for a, b in zip(naive, mine)]),
-            "bwd_over_fwd": median([a / b for a, b in zip(mine, fwd)]) if mode != "fwd" else None,
+            "speedup_vs_naive": median_ratio(per_T["naive", mode], mine),
+            "bwd_over_fwd": median_ratio(mine, per_T[kernel, "fwd"]) if mode != "fwd" else None,
         })  # fmt: skip
     return rows
+
+
+def median_ratio(a: list[float], b: list[float]) -> float:
+    """Median over rounds of `a[i] / b[i]`."""
+    ratios = sorted(x / y for x, y in zip(a, b, strict=True))
+    return ratios[len(ratios) // 2]
 
 
 def main(argv=None) -> int:

@@ -221,12 +221,12 @@ class ChunkGradSums:
         return cls(new(2 * C), new(C), new(C), new(C), new(C), new())
 
 
-def bwd_chunk(buf, factors, sums, n, q, k, v, do, scale, h, U, Tinv, dh, dh_in, out, need_dg):
+def bwd_chunk(buf, factors, sums, n, q, k, v, do, scale, h, U, Tinv, dh, out, need_dg):
     """Reverse of `fwd_chunk` n, given do `[M, C, V]` and dh, the gradient of the leaving state.
 
-    h, U, Tinv: what the forward kept for chunk n. Writes the entering state's gradient to
-    dh_in, the chunk's sums to `sums` and `(dq, dk, dv)` to out (views `[M, c, ·]`, c <= C);
-    the sums that only the decay gradient needs only when need_dg.
+    h, U, Tinv: what the forward kept for chunk n. Turns dh into the entering state's gradient
+    (in place), writes the chunk's sums to `sums` and `(dq, dk, dv)` to out (views `[M, c, ·]`,
+    c <= C); the sums that only the decay gradient needs only when need_dg.
     """
     beta, decay, fk, to_end, gamma, E, E_strict = factors
     C, c = k.shape[1], out[0].shape[1]
@@ -239,7 +239,9 @@ def bwd_chunk(buf, factors, sums, n, q, k, v, do, scale, h, U, Tinv, dh, dh_in, 
     dY = torch.bmm(Tinv.mT, dU, out=DX[:, :C])
     dWQ = torch.bmm(DX, h.mT, out=buf.dWQ)
     dPU = torch.bmm(DX, U.mT, out=buf.dP)  # [-dA; dBq]
-    torch.mul(dh, gamma, out=dh_in).baddbmm_(WQ.mT, DX)
+    if need_dg:
+        torch.sum(torch.mul(h, dh, out=buf.hdh), (-2, -1), out=sums.hdh[n])
+    dh.mul_(gamma).baddbmm_(WQ.mT, DX)
     buf.row_sums(dWQ, KQ, sums.wkq[n])
     buf.row_sums(dKE, KQ[:, :C], sums.ke[n])
     buf.row_sums(dY, v, sums.yv[n])
@@ -249,7 +251,6 @@ def bwd_chunk(buf, factors, sums, n, q, k, v, do, scale, h, U, Tinv, dh, dh_in, 
     dAE.mul_(beta)
     torch.mul(dPU[:, C:], E, out=dP[:, C:])
     if need_dg:
-        torch.sum(torch.mul(h, dh, out=buf.hdh), (-2, -1), out=sums.hdh[n])
         Z = torch.mul(dP, P, out=buf.prod[:, :, :C])  # [dA ⊙ A; dBq ⊙ Bq]
         rows = Z.sum(-1)
         torch.sub(rows[:, :C] + rows[:, C:], Z.sum(-2), out=sums.z[n])
@@ -293,7 +294,7 @@ def chunk_bwd(q, k, v, saved, scale, chunk_size, do, dS, need_dg):
     grads = [x.new_empty(B, T, H, x.shape[-1]) for x in (q, k, v)]
     views = [heads_view(x) if B == 1 or H == 1 else x.new_empty(M, T, x.shape[-1]) for x in grads]
     buf, sums = GradBuffers(M, C, K, V, k), ChunkGradSums.empty(N, M, C, k)
-    dh = [torch.zeros_like(kept[0]) if dS is None else dS.clone(), torch.empty_like(kept[0])]
+    dh = torch.zeros_like(kept[0]) if dS is None else dS.clone()
     rows = list(zip(*(split_chunks(heads_view(x), C) for x in (q, k, v, do)), strict=True))
     factors = d.chunks()
     h = k.new_empty(min(R, N), M, K, V)  # the states entering the chunks of one segment
@@ -307,14 +308,13 @@ def chunk_bwd(q, k, v, saved, scale, chunk_size, do, dS, need_dg):
         for j, n in reversed(list(enumerate(segment))):
             out = [x[:, n * C : (n + 1) * C] for x in views]
             kept_n = (h[j], Us[n], Tinvs[n])
-            bwd_chunk(buf, factors[n], sums, n, *rows[n], scale, *kept_n, *dh, out, need_dg)
-            dh.reverse()  # the entering state's gradient is the next (earlier) chunk's dh
+            bwd_chunk(buf, factors[n], sums, n, *rows[n], scale, *kept_n, dh, out, need_dg)
     for out, view in zip(grads, views, strict=True):
         if view.data_ptr() != out.data_ptr():
             out.copy_(view.view(B, H, T, -1).transpose(1, 2))
     dg, dbeta = decay_grads(d, sums, need_dg)
     unchunk = lambda x: x.transpose(0, 1).flatten(1)[:, :T].unflatten(0, (B, H)).transpose(1, 2)
-    return (*grads, None if dg is None else unchunk(dg), unchunk(dbeta), dh[0])
+    return (*grads, None if dg is None else unchunk(dg), unchunk(dbeta), dh)
 
 
 class ChunkGatedDeltaRuleFunction(torch.autograd.Function):
