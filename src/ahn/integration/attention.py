@@ -78,7 +78,9 @@ def windowed_step(q, k_new, v_new, ctx: LayerContext, scaling):
     state = layer.state
     if ctx.memory is not None:
         mem, state = memory_read(q, view, ctx, layer.state, out_gate)
-        if mem is not None:
+        if mem is not None and mem.shape[1] == out.shape[1]:
+            out = out + mem
+        elif mem is not None:
             out = torch.cat(
                 [out[:, : out.shape[1] - mem.shape[1]], out[:, -mem.shape[1] :] + mem], 1
             )
@@ -152,12 +154,15 @@ def memory_read(q, view: LosslessView, ctx: LayerContext, state, out_gate):
     n = max(0, view.k_loc.shape[-2] - ctx.window)  # <= C since at most W slots were stored
     if n == 0:
         return None, state
-    H = q.shape[1]
-    groups = H // view.k_loc.shape[1]
-    k = view.k_loc[..., :n, :].repeat_interleave(groups, dim=1).transpose(1, 2)  # [B, n, H, D]
-    v = view.v_loc[..., :n, :].repeat_interleave(groups, dim=1).transpose(1, 2)
-    slots = torch.arange(view.start, view.start + n, device=q.device)
-    absorb = (slots[None, :] - ctx.pad[:, None]) >= ctx.sinks  # [B, n]: not padding, not a sink
-    gates = view.gates_loc[:, :n] * absorb[:, :, None, None]
+    k, v = view.k_loc[..., :n, :], view.v_loc[..., :n, :]  # [B, Hkv, n, D]
+    groups = q.shape[1] // k.shape[1]
+    if groups > 1:
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    k, v = k.transpose(1, 2), v.transpose(1, 2)  # [B, n, H, D]
+    gates = view.gates_loc[:, :n]
+    if view.start - ctx.pad_max < ctx.sinks:  # some evicted slots are padding or sinks
+        slots = torch.arange(view.start, view.start + n, device=q.device)
+        absorb = (slots[None, :] - ctx.pad[:, None]) >= ctx.sinks  # [B, n]
+        gates = gates * absorb[:, :, None, None]
     r, state = ctx.memory.recur(q[..., C - n :, :].transpose(1, 2), k, v, gates, state)
     return ctx.memory.readout(r, out_gate[:, C - n :]), state

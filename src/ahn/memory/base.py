@@ -73,14 +73,12 @@ class MemoryModule(nn.Module):
         x: [B, T, hidden] -> (write gates [B, T, H, num_gates], output gate [B, T, H]), float32.
         """
         linears = self.input_projections()
-        weight = torch.cat([lin.weight for lin in linears])
-        bias = None
-        if linears[0].bias is not None:
-            bias = torch.cat([lin.bias for lin in linears])
-        z = torch.nn.functional.linear(
-            x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype)
-        )
-        z = z.float().unflatten(-1, (len(linears), -1))  # [B, T, num_gates + 1, H]
+        params = [p for lin in linears for p in (lin.weight, lin.bias) if p is not None]
+        weight, bias = cached(self, "_fused_projection", params, lambda: _stack_linears(linears))
+        if weight.dtype != x.dtype:
+            weight, bias = weight.to(x.dtype), None if bias is None else bias.to(x.dtype)
+        z = F.linear(x, weight, bias)
+        z = fp32(z).unflatten(-1, (len(linears), -1))  # [B, T, num_gates + 1, H]
         return self.gates(z[..., :-1, :].transpose(-1, -2)), z[..., -1, :]
 
     def gates(self, z: torch.Tensor) -> torch.Tensor:
@@ -101,11 +99,47 @@ class MemoryModule(nn.Module):
 
 class HeadNormReadout:
     """DeltaNet / GatedDeltaNet readout: per-head RMSNorm of the read, times `o_norm.weight`,
-    times a SiLU output gate (one scalar per head), then the per-head `o_proj`."""
+    times a SiLU output gate (one scalar per head), then the per-head `o_proj`.
+
+    The gate commutes with `o_proj` and `o_norm.weight` folds into it (`diag(w) W_h`), so the
+    readout is one norm, one matmul and one product: few ops for the decode step.
+    """
 
     def readout(self, r, gate):
-        o = rms_norm(r, self.o_norm.weight, self.norm_eps).float() * F.silu(gate).unsqueeze(-1)
-        return self.o_proj(o.to(r.dtype))
+        W = cached(self, "_folded_o_proj", (self.o_norm.weight, self.o_proj.weight), self._fold)
+        o = F.rms_norm(fp32(r), (r.shape[-1],), eps=self.norm_eps).to(r.dtype)
+        o = torch.matmul(o.transpose(1, 2), W.to(r.dtype)).transpose(1, 2)  # [B, T, H, D]
+        return o * F.silu(gate).unsqueeze(-1).to(r.dtype)
+
+    def _fold(self) -> torch.Tensor:
+        return self.o_norm.weight[:, None] * self.o_proj.weight  # [H, D, D]
+
+
+def cached(module: nn.Module, name: str, params, build):
+    """`build()`, computed once per version of `params` when no gradient flows through them.
+
+    Decoding calls a memory module once per token and layer, where re-deriving the same
+    tensors from the parameters (a concatenation, an exponential) costs more than using them.
+    With gradients enabled for `params` it is rebuilt at every call (autograd sees it).
+    """
+    if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+        return build()
+    key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+    hit = module.__dict__.get(name)
+    if hit is None or hit[0] != key:
+        hit = module.__dict__[name] = (key, build())
+    return hit[1]
+
+
+def fp32(x: torch.Tensor) -> torch.Tensor:
+    """x in float32, without a dispatch when it already is."""
+    return x if x.dtype == torch.float32 else x.float()
+
+
+def _stack_linears(linears: list[nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    weight = torch.cat([lin.weight for lin in linears])
+    bias = None if linears[0].bias is None else torch.cat([lin.bias for lin in linears])
+    return weight, bias
 
 
 # Below this many tokens the recurrent form is cheaper than the chunked one.

@@ -11,6 +11,7 @@ from ahn.memory.base import (
     GroupLinear,
     HeadNormReadout,
     MemoryModule,
+    cached,
     delta_rule,
     init_A_log,
     init_dt_bias,
@@ -45,8 +46,11 @@ class GatedDeltaNet(HeadNormReadout, MemoryModule):
         return [self.b_proj, self.a_proj, self.g_proj]
 
     def gates(self, z):
+        params = (self.A_log, self.dt_bias)
+        neg_A, dt_bias = cached(self, "_decay", params, lambda: (-self.A_log.float().exp(),
+                                                                 self.dt_bias.float()))  # fmt: skip
         beta = z[..., 0].sigmoid()  # [B, T, H]
-        g = -self.A_log.float().exp() * F.softplus(z[..., 1] + self.dt_bias.float())
+        g = F.softplus(z[..., 1] + dt_bias) * neg_A
         return torch.stack([beta, g], dim=-1)  # [B, T, H, 2]
 
     def recur(self, q, k, v, gates, initial_state):

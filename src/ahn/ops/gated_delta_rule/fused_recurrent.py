@@ -49,19 +49,31 @@ def recurrent_gated_delta_rule(
 
 
 def _one_step(q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm):
-    """The T = 1 case with few ops (decoding calls it once per layer and token)."""
+    """The T = 1 case in as few ops as possible (decoding calls it once per layer and token):
+    `[B*H, 1, D]` rows against the `[B*H, K, V]` state, q and k normalised in one pass."""
     dtype = v.dtype
-    q, k, v = (x[:, 0].float().unsqueeze(-2) for x in (q, k, v))  # [B, H, 1, K or V]
+    B, _, H, K = k.shape
+    V = v.shape[-1]
+    qk = fp32(torch.stack([q[:, 0], k[:, 0]], dim=2)).flatten(0, 1)  # [B*H, 2, K]
     if use_qk_l2norm:
-        q, k = l2norm(q), l2norm(k)
-    B, H, _, K = k.shape
-    S = initial_state if initial_state is not None else k.new_zeros(B, H, K, v.shape[-1])
+        qk = l2norm(qk)
+    q, k = qk.split(1, dim=1)  # [B*H, 1, K]
+    if initial_state is None:
+        S = k.new_zeros(B * H, K, V)
+    else:
+        S = initial_state.reshape(B * H, K, V)
     if g is not None:
-        S = S * g[:, 0].float().exp()[..., None, None]
-    v_new = beta[:, 0].float()[..., None, None] * (v - k @ S)  # [B, H, 1, V]
-    S = S + k.transpose(-1, -2) @ v_new
-    o = (scale * (q @ S)).transpose(1, 2).to(dtype)  # [B, 1, H, V]
-    return o, (S if output_final_state else None)
+        S = S * fp32(g).exp().reshape(B * H, 1, 1)
+    v_new = (fp32(v).reshape(B * H, 1, V) - torch.bmm(k, S)) * fp32(beta).reshape(B * H, 1, 1)
+    S = torch.baddbmm(S, k.mT, v_new)
+    o = torch.bmm(q, S).mul_(scale).view(B, 1, H, V)
+    S = S.view(B, H, K, V) if output_final_state else None
+    return (o if o.dtype == dtype else o.to(dtype)), S
+
+
+def fp32(x: torch.Tensor) -> torch.Tensor:
+    """x in float32, without a dispatch when it already is (the decode step is op-bound)."""
+    return x if x.dtype == torch.float32 else x.float()
 
 
 def fused_recurrent_gated_delta_rule(
