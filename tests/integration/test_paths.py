@@ -127,3 +127,18 @@ def test_long_prompts_are_prefilled_in_chunks(ids):
     finally:
         handle.remove()
     assert max(seen) == 8 and sum(seen) == ids.shape[1] + 2  # prompt in chunks, then 1 by 1
+
+
+@pytest.mark.parametrize("memory", ahn.MEMORY_TYPES)
+def test_cached_parameter_forms_follow_in_place_updates(memory, ids):
+    """Under no_grad the memory reuses tensors derived from its parameters (fused projection,
+    folded o_proj, exp(A_log)); an in-place update of a parameter must be seen at once."""
+    model = make_ahn_model(memory=memory, window=8, sinks=2)
+    with torch.no_grad():
+        before = model(ids).logits
+        for _, p in ahn.trainable_parameters(model):
+            p.mul_(1.5)
+        after = model(ids).logits
+    assert (after - before).abs().max() > 1e-3
+    fresh = model(ids).logits  # with gradients enabled nothing is cached
+    torch.testing.assert_close(after, fresh, **TOL)
