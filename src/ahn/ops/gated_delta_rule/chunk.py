@@ -34,6 +34,10 @@ CHUNK_SIZE = 32
 # recomputes the others segment by segment (one `[K, C] @ [C, V]` product per chunk) instead
 # of keeping N states: 8x less memory, and fresh pages cost more than the recomputation.
 STATE_EVERY = 8
+# The forward batches the state-independent parts of about BLOCK_ROWS rows (chunks x heads x
+# tokens) at a time: one chunk per block at H = 16 and C = 32; several for small head counts,
+# where the per-op overhead of chunk-sized ops would dominate.
+BLOCK_ROWS = 1024
 
 
 def heads_view(x: torch.Tensor) -> torch.Tensor:
@@ -126,24 +130,62 @@ class ChunkBuffers:
         return self.KQ, self.WQ, torch.mul(self.KQ[:, :C], to_end, out=self.KE)
 
 
-def fwd_chunk(buf, factors, q, k, v, scale, h, h_out, U, Tinv):
-    """One chunk for all heads: q, k `[M, C, K]`, v `[M, C, V]`, entering state h `[M, K, V]`.
+class BlockBuffers:
+    """Scratch tensors of one forward block of G chunks (M heads, C rows), reused."""
 
-    factors: the chunk's `ChunkDecay.chunks()` entry. Writes the output rows to `buf.O`, the
-    written values to U `[M, C, V]`, `(I + A)^{-1}` to Tinv `[M, C, C]` and the leaving state
-    to h_out (which may be h itself).
+    def __init__(self, G: int, M: int, C: int, K: int, V: int, like: torch.Tensor):
+        new = lambda *shape: like.new_empty(*shape)
+        self.KQ, self.WQ = new(G, M, 2 * C, K), new(G, M, 2 * C, K)  # [k; q'], [fk k; Γ q']
+        self.P = new(G, M, 2 * C, C)  # [k k^T; q' k^T], then [A; Bq]
+        self.KE = new(G, M, C, K)  # k decayed to the chunk end
+        self.O, self.U, self.Tinv = new(G, M, C, V), new(G, M, C, V), new(G, M, C, C)
+        self.X = new(M, 2 * C, V)  # WQ h, then [beta v + fk k h; Γ q' h]
+        self.eye = torch.eye(C, dtype=like.dtype, device=like.device).expand(G * M, C, C)
+
+
+def block_rows(xm: torch.Tensor, s: int, G: int, C: int) -> torch.Tensor:
+    """Rows `s : s + G*C` of `[M, T, D]` as `[G, M, C, D]` (a view unless zero-padded past T)."""
+    x = xm[:, s : s + G * C]
+    if x.shape[1] < G * C:
+        x = F.pad(x, (0, 0, 0, G * C - x.shape[1]))
+    return x.unflatten(1, (G, C)).transpose(0, 1)
+
+
+def fwd_block(buf, d, chunks, q, k, v, scale, h, U, Tinv, kept):
+    """Chunks `chunks` (a range of G) for all heads: q, k `[G, M, C, K]`, v the G chunks'
+    `[M, C, V]` rows, state h `[M, K, V]` (updated in place). Writes the output rows to
+    `buf.O[:G]`, the written values to U and `(I + A)^{-1}` to Tinv (`[G, M, C, ·]`); when kept
+    is given, the state entering every STATE_EVERY-th chunk to it.
+
+    The parts that do not depend on the state (the UT transform, the decay factors) run once
+    for the block, batched; the state recurrence runs chunk by chunk.
     """
-    beta, decay, fk, to_end, gamma, E, E_strict = factors
-    C = k.shape[1]
-    KQ, WQ, KE = buf.load(q, k, scale, decay, fk, to_end)
-    P = torch.bmm(KQ, KQ[:, :C].mT, out=buf.P)  # [k k^T; q' k^T]
-    A = P[:, :C].mul_(E_strict).mul_(beta)
-    torch.linalg.solve_triangular(A, buf.eye, upper=False, unitriangular=True, out=Tinv)
-    X = torch.bmm(WQ, h, out=buf.X)
-    Y = X[:, :C].addcmul_(v, beta)  # beta v - (beta Γ k) h
-    torch.bmm(Tinv, Y, out=U)
-    torch.baddbmm(X[:, C:], P[:, C:].mul_(E), U, out=buf.O)
-    torch.mul(h, gamma, out=h_out).baddbmm_(KE.mT, U)
+    G, C = len(chunks), k.shape[2]
+    n0, n1 = chunks.start, chunks.stop
+    KQ, WQ, P, KE = buf.KQ[:G], buf.WQ[:G], buf.P[:G], buf.KE[:G]
+    KQ[:, :, :C].copy_(k)
+    torch.mul(q, scale, out=KQ[:, :, C:])
+    torch.bmm(KQ.flatten(0, 1), KQ[:, :, :C].flatten(0, 1).mT, out=P.flatten(0, 1))
+    A = P[:, :, :C].mul_(d.E_strict[n0:n1]).mul_(d.beta[n0:n1])
+    eye = buf.eye[: G * A.shape[1]]
+    torch.linalg.solve_triangular(A.flatten(0, 1), eye, upper=False, unitriangular=True,
+                                  out=Tinv.flatten(0, 1))  # fmt: skip
+    Bq = P[:, :, C:].mul_(d.E[n0:n1])
+    torch.mul(KQ[:, :, :C], d.fk[n0:n1], out=WQ[:, :, :C])
+    torch.mul(KQ[:, :, C:], d.decay[n0:n1], out=WQ[:, :, C:])
+    torch.mul(KQ[:, :, :C], d.to_end[n0:n1], out=KE)
+    X, (Xk, Xq) = buf.X, buf.X.split(C, dim=1)
+    # per-chunk views made up front: indexing in the loop would cost more than small matmuls
+    per_chunk = (WQ, v, d.beta[n0:n1], Tinv, U, Bq, buf.O[:G], d.gamma[n0:n1], KE.mT)
+    steps = zip(chunks, *(x if isinstance(x, tuple) else x.unbind(0) for x in per_chunk),
+                strict=True)  # fmt: skip
+    for n, WQ_n, v_n, beta_n, Tinv_n, U_n, Bq_n, O_n, gamma_n, KE_t in steps:
+        if kept is not None and n % STATE_EVERY == 0:
+            kept[n // STATE_EVERY].copy_(h)
+        torch.bmm(WQ_n, h, out=X)
+        torch.bmm(Tinv_n, Xk.addcmul_(v_n, beta_n), out=U_n)  # U = Tinv (beta v - beta Γ k h)
+        torch.baddbmm(Xq, Bq_n, U_n, out=O_n)
+        h.mul_(gamma_n).baddbmm_(KE_t, U_n)
 
 
 def chunk_fwd(q, k, v, g, beta, scale, h0, chunk_size, keep_states=True):
@@ -158,23 +200,28 @@ def chunk_fwd(q, k, v, g, beta, scale, h0, chunk_size, keep_states=True):
     V, M, C = v.shape[-1], B * H, chunk_size
     d = ChunkDecay.build(g, beta, C)
     N = d.gc.shape[0]
+    G = min(N, max(1, BLOCK_ROWS // (M * C)))
     o = v.new_empty(B, T, H, V)
     om = heads_view(o) if B == 1 or H == 1 else v.new_empty(M, T, V)
-    buf = ChunkBuffers(M, C, K, V, k)
+    buf = BlockBuffers(G, M, C, K, V, k)
     h = k.new_zeros(M, K, V) if h0 is None else h0.clone()  # updated in place, chunk by chunk
+    kept = Us = Tinvs = None
     if keep_states:
-        R = STATE_EVERY
-        kept = k.new_empty(-(-N // R), M, K, V)
+        kept = k.new_empty(-(-N // STATE_EVERY), M, K, V)
         Us, Tinvs = v.new_empty(N, M, C, V), k.new_empty(N, M, C, C)
-    rows = (split_chunks(heads_view(x), C) for x in (q, k, v))
-    for n, (factors, *qkv) in enumerate(zip(d.chunks(), *rows, strict=True)):
+    qm, km = heads_view(q), heads_view(k)
+    vs = split_chunks(heads_view(v), C)
+    for n0 in range(0, N, G):
+        chunks = range(n0, min(N, n0 + G))
+        s, e = n0 * C, min(T, (n0 + G) * C)
+        qk = (block_rows(x, s, len(chunks), C) for x in (qm, km))
         if keep_states:
-            if n % R == 0:
-                kept[n // R].copy_(h)
-            fwd_chunk(buf, factors, *qkv, scale, h, h, Us[n], Tinvs[n])
+            U, Tinv = Us[chunks.start : chunks.stop], Tinvs[chunks.start : chunks.stop]
         else:
-            fwd_chunk(buf, factors, *qkv, scale, h, h, buf.U, buf.Tinv)
-        om[:, n * C : (n + 1) * C].copy_(buf.O[:, : min(C, T - n * C)])
+            U, Tinv = buf.U[: len(chunks)], buf.Tinv[: len(chunks)]
+        fwd_block(buf, d, chunks, *qk, vs[n0 : n0 + G], scale, h, U, Tinv, kept)
+        O = buf.O[: len(chunks)].transpose(0, 1).flatten(1, 2)  # [M, G*C, V]
+        om[:, s:e].copy_(O[:, : e - s])
     if om.data_ptr() != o.data_ptr():
         o.copy_(om.view(B, H, T, V).transpose(1, 2))
     return o, h, ((kept, Us, Tinvs, *d.tensors()) if keep_states else None)
