@@ -105,31 +105,6 @@ class ChunkDecay:
         return list(zip(*(x.unbind(0) for x in self.tensors()[1:]), strict=True))
 
 
-class ChunkBuffers:
-    """Scratch tensors of one chunk step (M heads, C rows), reused from chunk to chunk."""
-
-    def __init__(self, M: int, C: int, K: int, V: int, like: torch.Tensor):
-        new = lambda *shape: like.new_empty(M, *shape)
-        self.KQ, self.WQ = new(2 * C, K), new(2 * C, K)  # [k; q'] and [fk k; Γ q']
-        self.P = new(2 * C, C)  # [k; q'] k^T
-        self.X = new(2 * C, V)  # WQ h, then [beta v + fk k h; Γ q' h]
-        self.KE = new(C, K)  # k decayed to the chunk end
-        self.O, self.U, self.Tinv = new(C, V), new(C, V), new(C, C)
-        self.eye = torch.eye(C, dtype=like.dtype, device=like.device).expand(M, C, C)
-
-    def load(self, q, k, scale: float, decay, fk, to_end):
-        """`KQ = [k; scale q]`, `WQ = [fk k; Γ q']`, `KE = to_end k` of one chunk.
-
-        Returns `(KQ, WQ, KE)`.
-        """
-        C = k.shape[1]
-        self.KQ[:, :C].copy_(k)
-        torch.mul(q, scale, out=self.KQ[:, C:])
-        torch.mul(self.KQ[:, :C], fk, out=self.WQ[:, :C])
-        torch.mul(self.KQ[:, C:], decay, out=self.WQ[:, C:])
-        return self.KQ, self.WQ, torch.mul(self.KQ[:, :C], to_end, out=self.KE)
-
-
 class BlockBuffers:
     """Scratch tensors of one forward block of G chunks (M heads, C rows), reused."""
 
@@ -139,6 +114,7 @@ class BlockBuffers:
         self.P = new(G, M, 2 * C, C)  # [k k^T; q' k^T], then [A; Bq]
         self.KE = new(G, M, C, K)  # k decayed to the chunk end
         self.O, self.U, self.Tinv = new(G, M, C, V), new(G, M, C, V), new(G, M, C, C)
+        self.Bq = new(G, M, C, C)  # E ⊙ q' k^T, for the backward (which keeps P)
         self.X = new(M, 2 * C, V)  # WQ h, then [beta v + fk k h; Γ q' h]
         self.eye = torch.eye(C, dtype=like.dtype, device=like.device).expand(G * M, C, C)
 
@@ -149,6 +125,24 @@ def block_rows(xm: torch.Tensor, s: int, G: int, C: int) -> torch.Tensor:
     if x.shape[1] < G * C:
         x = F.pad(x, (0, 0, 0, G * C - x.shape[1]))
     return x.unflatten(1, (G, C)).transpose(0, 1)
+
+
+def load_block(buf, d: ChunkDecay, chunks: range, q, k, scale: float):
+    """The state-independent tiles of G chunks: q, k `[G, M, C, K]` -> `(KQ, WQ, P, KE)`.
+
+    `KQ = [k; q']` (q' = scale q), `WQ = [fk k; Γ q']` `[G, M, 2C, K]`, `P = KQ k^T`
+    `[G, M, 2C, C]` and `KE = to_end k` `[G, M, C, K]`, views of the buffers.
+    """
+    G, C = len(chunks), k.shape[2]
+    n0, n1 = chunks.start, chunks.stop
+    KQ, WQ, P, KE = buf.KQ[:G], buf.WQ[:G], buf.P[:G], buf.KE[:G]
+    KQ[:, :, :C].copy_(k)
+    torch.mul(q, scale, out=KQ[:, :, C:])
+    torch.bmm(KQ.flatten(0, 1), KQ[:, :, :C].flatten(0, 1).mT, out=P.flatten(0, 1))
+    torch.mul(KQ[:, :, :C], d.fk[n0:n1], out=WQ[:, :, :C])
+    torch.mul(KQ[:, :, C:], d.decay[n0:n1], out=WQ[:, :, C:])
+    torch.mul(KQ[:, :, :C], d.to_end[n0:n1], out=KE)
+    return KQ, WQ, P, KE
 
 
 def fwd_block(buf, d, chunks, q, k, v, scale, h, U, Tinv, kept):
@@ -162,18 +156,12 @@ def fwd_block(buf, d, chunks, q, k, v, scale, h, U, Tinv, kept):
     """
     G, C = len(chunks), k.shape[2]
     n0, n1 = chunks.start, chunks.stop
-    KQ, WQ, P, KE = buf.KQ[:G], buf.WQ[:G], buf.P[:G], buf.KE[:G]
-    KQ[:, :, :C].copy_(k)
-    torch.mul(q, scale, out=KQ[:, :, C:])
-    torch.bmm(KQ.flatten(0, 1), KQ[:, :, :C].flatten(0, 1).mT, out=P.flatten(0, 1))
+    KQ, WQ, P, KE = load_block(buf, d, chunks, q, k, scale)
     A = P[:, :, :C].mul_(d.E_strict[n0:n1]).mul_(d.beta[n0:n1])
     eye = buf.eye[: G * A.shape[1]]
     torch.linalg.solve_triangular(A.flatten(0, 1), eye, upper=False, unitriangular=True,
                                   out=Tinv.flatten(0, 1))  # fmt: skip
     Bq = P[:, :, C:].mul_(d.E[n0:n1])
-    torch.mul(KQ[:, :, :C], d.fk[n0:n1], out=WQ[:, :, :C])
-    torch.mul(KQ[:, :, C:], d.decay[n0:n1], out=WQ[:, :, C:])
-    torch.mul(KQ[:, :, :C], d.to_end[n0:n1], out=KE)
     X, (Xk, Xq) = buf.X, buf.X.split(C, dim=1)
     # per-chunk views made up front: indexing in the loop would cost more than small matmuls
     per_chunk = (WQ, v, d.beta[n0:n1], Tinv, U, Bq, buf.O[:G], d.gamma[n0:n1], KE.mT)
@@ -227,11 +215,10 @@ def chunk_fwd(q, k, v, g, beta, scale, h0, chunk_size, keep_states=True):
     return o, h, ((kept, Us, Tinvs, *d.tensors()) if keep_states else None)
 
 
-class GradBuffers(ChunkBuffers):
-    """ChunkBuffers plus the gradient scratch of one backward chunk step."""
+class GradBuffers:
+    """Scratch tensors of one backward chunk step (M heads, C rows), reused."""
 
     def __init__(self, M: int, C: int, K: int, V: int, like: torch.Tensor):
-        super().__init__(M, C, K, V, like)
         new = lambda *shape: like.new_empty(M, *shape)
         self.dU, self.dv, self.dKE, self.dk = new(C, V), new(C, V), new(C, K), new(C, K)
         self.DX = new(2 * C, V)  # [dY; do], the gradient of X
@@ -268,20 +255,21 @@ class ChunkGradSums:
         return cls(new(2 * C), new(C), new(C), new(C), new(C), new())
 
 
-def bwd_chunk(buf, factors, sums, n, q, k, v, do, scale, h, U, Tinv, dh, out, need_dg):
-    """Reverse of `fwd_chunk` n, given do `[M, C, V]` and dh, the gradient of the leaving state.
+def bwd_chunk(buf, factors, sums, n, tiles, v, do, scale, h, U, Tinv, dh, out, need_dg):
+    """Reverse of chunk n of `fwd_block`, given do `[M, C, V]` and dh, the gradient of the
+    leaving state.
 
-    h, U, Tinv: what the forward kept for chunk n. Turns dh into the entering state's gradient
-    (in place), writes the chunk's sums to `sums` and `(dq, dk, dv)` to out (views `[M, c, ·]`,
-    c <= C); the sums that only the decay gradient needs only when need_dg.
+    tiles: the chunk's `(KQ, WQ, KE, P, Bq)` (from `load_block`, Bq = `E ⊙ q' k^T`); h, U,
+    Tinv: the entering state and what the forward kept. Turns dh into the entering state's
+    gradient (in place), writes the chunk's sums to `sums` and `(dq, dk, dv)` to out (views
+    `[M, c, ·]`, c <= C); the sums that only the decay gradient needs only when need_dg.
     """
     beta, decay, fk, to_end, gamma, E, E_strict = factors
-    C, c = k.shape[1], out[0].shape[1]
-    KQ, WQ, KE = buf.load(q, k, scale, decay, fk, to_end)
-    P = torch.bmm(KQ, KQ[:, :C].mT, out=buf.P)
+    KQ, WQ, KE, P, Bq = tiles
+    C, c = KE.shape[1], out[0].shape[1]
     DX = buf.DX  # [dY; do], the gradient of X
     DX[:, C:].copy_(do)
-    dU = torch.bmm(KE, dh, out=buf.dU).baddbmm_((P[:, C:] * E).mT, DX[:, C:])
+    dU = torch.bmm(KE, dh, out=buf.dU).baddbmm_(Bq.mT, DX[:, C:])
     dKE = torch.bmm(U, dh.mT, out=buf.dKE)
     dY = torch.bmm(Tinv.mT, dU, out=DX[:, :C])
     dWQ = torch.bmm(DX, h.mT, out=buf.dWQ)
@@ -341,21 +329,26 @@ def chunk_bwd(q, k, v, saved, scale, chunk_size, do, dS, need_dg):
     grads = [x.new_empty(B, T, H, x.shape[-1]) for x in (q, k, v)]
     views = [heads_view(x) if B == 1 or H == 1 else x.new_empty(M, T, x.shape[-1]) for x in grads]
     buf, sums = GradBuffers(M, C, K, V, k), ChunkGradSums.empty(N, M, C, k)
+    seg_buf = BlockBuffers(min(R, N), M, C, K, V, k)
     dh = torch.zeros_like(kept[0]) if dS is None else dS.clone()
-    rows = list(zip(*(split_chunks(heads_view(x), C) for x in (q, k, v, do)), strict=True))
+    qm, km = heads_view(q), heads_view(k)
+    vs, dos = (split_chunks(heads_view(x), C) for x in (v, do))
     factors = d.chunks()
     h = k.new_empty(min(R, N), M, K, V)  # the states entering the chunks of one segment
     for first in reversed(range(0, N, R)):
         segment = range(first, min(N, first + R))
+        qk = (block_rows(x, first * C, len(segment), C) for x in (qm, km))
+        KQ, WQ, P, KE = load_block(seg_buf, d, segment, *qk, scale)
+        Bq = torch.mul(P[:, :, C:], d.E[first : segment.stop], out=seg_buf.Bq[: len(segment)])
         h[0].copy_(kept[first // R])
         for j, n in enumerate(segment[:-1]):
-            _, _, _, to_end, gamma, _, _ = factors[n]
-            KE = torch.mul(rows[n][1], to_end, out=buf.KE)
-            torch.mul(h[j], gamma, out=h[j + 1]).baddbmm_(KE.mT, Us[n])
+            torch.mul(h[j], factors[n][4], out=h[j + 1]).baddbmm_(KE[j].mT, Us[n])
+        tiles = list(zip(KQ, WQ, KE, P, Bq, strict=True))
         for j, n in reversed(list(enumerate(segment))):
             out = [x[:, n * C : (n + 1) * C] for x in views]
             kept_n = (h[j], Us[n], Tinvs[n])
-            bwd_chunk(buf, factors[n], sums, n, *rows[n], scale, *kept_n, dh, out, need_dg)
+            bwd_chunk(buf, factors[n], sums, n, tiles[j], vs[n], dos[n], scale, *kept_n, dh, out,
+                      need_dg)  # fmt: skip
     for out, view in zip(grads, views, strict=True):
         if view.data_ptr() != out.data_ptr():
             out.copy_(view.view(B, H, T, -1).transpose(1, 2))
