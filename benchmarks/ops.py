@@ -4,11 +4,12 @@ For the Qwen2.5-3B head shape (B = 1, H = 16, D = 128) and each T, prints tokens
 forward and of forward + backward (all input gradients) of the naive per-token gated delta
 rule and of the chunked kernel, the fp32 matmul GFLOP/s of this machine measured in the same
 run, and the chunked kernel's useful GFLOP/s (8 D^2 flops per head per token) as a fraction of
-it. The four cases of one T run in turn, round after round (--repeats rounds after a warm-up),
-so that the ratios compare runs made under the same conditions on a shared machine: tokens/s
-are the best round, `x naive` and `bwd/fwd` the median of the per-round ratios, `spread` the
-worst round over the best. The naive reference keeps one state per token for its backward, so
-it is timed only up to --naive-max-T and estimated linearly beyond (marked ~).
+it. The four cases of one T and the matmul run in turn, round after round (--repeats rounds
+after a warm-up), so that the ratios compare runs made under the same conditions on a shared
+machine: tokens/s are the best round; `x naive`, `bwd/fwd` and `of peak` the medians of the
+per-round ratios; `spread` the worst round over the best. The naive reference keeps one state
+per token for its backward, so it is timed only up to --naive-max-T and estimated linearly
+beyond (marked ~).
 
     python benchmarks/ops.py
     python benchmarks/ops.py --T 4096 --chunk-size 64 --repeats 7 --json runs/bench_ops.json
@@ -113,11 +114,15 @@ def case(kernel_name: str, mode: str, T: int, args):
 
 
 def time_T(T: int, args) -> list[dict]:
-    """The rows of one T: the four cases timed in the same rounds."""
+    """The rows of one T: the four cases and a 2048^3 matmul timed in the same rounds."""
     keys = [(kernel, mode) for kernel in KERNELS for mode in ("fwd", "fwd+bwd")]
     cases = {key: case(*key, T, args) for key in keys}
-    seconds = rounds({key: fn for key, (_, fn) in cases.items()}, args.repeats)
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    fns = {key: fn for key, (_, fn) in cases.items()} | {"matmul": lambda: a @ b}
+    seconds = rounds(fns, args.repeats)
+    matmul = [2 * 2048**3 / s / 1e9 for s in seconds["matmul"]]  # GFLOP/s, per round
     per_T = {key: [s * T / cases[key][0] for s in seconds[key]] for key in keys}  # [round]
+    useful = 8 * args.head_dim**2 * args.heads * T / 1e9  # GFLOP
     rows = []
     for kernel, mode in keys:
         mine = per_T[kernel, mode]
@@ -129,6 +134,9 @@ def time_T(T: int, args) -> list[dict]:
             "seconds": min(mine),
             "spread": max(mine) / min(mine),
             "tokens_per_s": T / min(mine),
+            "useful_gflops": useful / min(mine),
+            "matmul_gflops": max(matmul),
+            "fraction_of_matmul": median_ratio([useful / s for s in mine], matmul),
             "speedup_vs_naive": median_ratio(per_T["naive", mode], mine),
             "bwd_over_fwd": median_ratio(mine, per_T[kernel, "fwd"]) if mode != "fwd" else None,
         })  # fmt: skip
@@ -148,29 +156,19 @@ def main(argv=None) -> int:
     peak, peak_worst = matmul_gflops(args.repeats)
     H, D = args.heads, args.head_dim
     print(f"threads {args.threads}  chunk size {args.chunk_size}  H {H}  D {D}  B 1")
-    print(f"fp32 matmul 2048^3: best {peak:.1f} GFLOP/s (worst {peak_worst:.1f})")
+    print(f"fp32 matmul 2048^3 at the start: best {peak:.1f} GFLOP/s (worst {peak_worst:.1f})")
     print_decode(args)
     header = f"{'T':>6} {'kernel':>6} {'mode':>7} {'tok/s':>10} {'spread':>6} {'GFLOP/s':>8}"
     print(header + f" {'of peak':>7} {'x naive':>7} {'bwd/fwd':>7}")
     rows = []
     for T in args.T:
         for row in time_T(T, args):
-            row["useful_gflops"] = 8 * D * D * H * T / row["seconds"] / 1e9
-            row["fraction_of_matmul"] = row["useful_gflops"] / peak
             rows.append(row)
             print_row(row)
     print("~ : estimated from a shorter T by linear scaling (the recurrence is linear in T)")
-    print("x naive, bwd/fwd: medians of the per-round ratios; tok/s, GFLOP/s: best rounds")
-    end_peak = matmul_gflops(args.repeats)[0]
-    best_peak = max(peak, end_peak)
-    print(f"fp32 matmul again at the end: {end_peak:.1f} GFLOP/s (fractions above use the start)")
-    for row in rows:
-        row["fraction_of_best_matmul"] = row["useful_gflops"] / best_peak
-        if row["kernel"] == "chunk":
-            print(
-                f"T {row['T']:>6} chunk {row['mode']:>7}: {row['fraction_of_best_matmul']:.0%} "
-                f"of the better matmul measurement ({best_peak:.1f} GFLOP/s)"
-            )
+    print("x naive, bwd/fwd, of peak: medians of per-round ratios (the matmul runs in every")
+    print("round too); tok/s, GFLOP/s: best rounds")
+    print(f"fp32 matmul in the rounds: best {max(r['matmul_gflops'] for r in rows):.1f} GFLOP/s")
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json + ".tmp", "w") as handle:
