@@ -100,23 +100,41 @@ class ChunkDecay:
         """The fields in order (`ChunkDecay(*d.tensors())` rebuilds it)."""
         return tuple(getattr(self, f.name) for f in fields(self))
 
+    def split(self, G: int) -> list[ChunkDecay]:
+        """The factors of each block of G chunks."""
+        return [ChunkDecay(*x) for x in zip(*(t.split(G) for t in self.tensors()), strict=True)]
+
     def chunks(self) -> list[tuple[torch.Tensor, ...]]:
         """Per chunk n: `(beta, decay, fk, to_end, gamma, E, E_strict)` views, without gc."""
         return list(zip(*(x.unbind(0) for x in self.tensors()[1:]), strict=True))
 
 
 class BlockBuffers:
-    """Scratch tensors of one forward block of G chunks (M heads, C rows), reused."""
+    """Scratch tensors of one block of G chunks (M heads, C rows), reused from block to block,
+    with the views the block steps use made once (at small sizes a view costs about what the
+    arithmetic on it does)."""
 
     def __init__(self, G: int, M: int, C: int, K: int, V: int, like: torch.Tensor):
+        self.shape = (G, M, C, K, V)
         new = lambda *shape: like.new_empty(*shape)
         self.KQ, self.WQ = new(G, M, 2 * C, K), new(G, M, 2 * C, K)  # [k; q'], [fk k; Γ q']
-        self.P = new(G, M, 2 * C, C)  # [k k^T; q' k^T], then [A; Bq]
+        self.P = new(G, M, 2 * C, C)  # [k k^T; q' k^T], then [A; Bq] in the forward
         self.KE = new(G, M, C, K)  # k decayed to the chunk end
         self.O, self.U, self.Tinv = new(G, M, C, V), new(G, M, C, V), new(G, M, C, C)
         self.Bq = new(G, M, C, C)  # E ⊙ q' k^T, for the backward (which keeps P)
         self.X = new(M, 2 * C, V)  # WQ h, then [beta v + fk k h; Γ q' h]
+        self.Xk, self.Xq = self.X.split(C, dim=1)
+        self.k, self.q = self.KQ.split(C, dim=2)
+        self.WQk, self.WQq = self.WQ.split(C, dim=2)
+        self.A, self.Bq_fwd = self.P.split(C, dim=2)
         self.eye = torch.eye(C, dtype=like.dtype, device=like.device).expand(G * M, C, C)
+        for name in ("KQ", "WQ", "KE", "P", "Bq", "O", "Bq_fwd"):  # per-chunk views
+            setattr(self, f"{name}_list", getattr(self, name).unbind())
+        self.KE_T_list = self.KE.mT.unbind()
+
+    def sized(self, G: int) -> BlockBuffers:
+        """These buffers, or new ones for a shorter (last) block of G chunks."""
+        return self if G == self.shape[0] else BlockBuffers(G, *self.shape[1:], self.KQ)
 
 
 def block_rows(xm: torch.Tensor, s: int, G: int, C: int) -> torch.Tensor:
@@ -127,46 +145,38 @@ def block_rows(xm: torch.Tensor, s: int, G: int, C: int) -> torch.Tensor:
     return x.unflatten(1, (G, C)).transpose(0, 1)
 
 
-def load_block(buf, d: ChunkDecay, chunks: range, q, k, scale: float):
-    """The state-independent tiles of G chunks: q, k `[G, M, C, K]` -> `(KQ, WQ, P, KE)`.
+def load_block(buf: BlockBuffers, d: ChunkDecay, q, k, scale: float) -> None:
+    """The state-independent tiles of a block: q, k `[G, M, C, K]`, d the block's factors.
 
-    `KQ = [k; q']` (q' = scale q), `WQ = [fk k; Γ q']` `[G, M, 2C, K]`, `P = KQ k^T`
-    `[G, M, 2C, C]` and `KE = to_end k` `[G, M, C, K]`, views of the buffers.
+    Fills `buf.KQ = [k; q']` (q' = scale q), `buf.WQ = [fk k; Γ q']` `[G, M, 2C, K]`,
+    `buf.P = KQ k^T` `[G, M, 2C, C]` and `buf.KE = to_end k` `[G, M, C, K]`.
     """
-    G, C = len(chunks), k.shape[2]
-    n0, n1 = chunks.start, chunks.stop
-    KQ, WQ, P, KE = buf.KQ[:G], buf.WQ[:G], buf.P[:G], buf.KE[:G]
-    KQ[:, :, :C].copy_(k)
-    torch.mul(q, scale, out=KQ[:, :, C:])
-    torch.bmm(KQ.flatten(0, 1), KQ[:, :, :C].flatten(0, 1).mT, out=P.flatten(0, 1))
-    torch.mul(KQ[:, :, :C], d.fk[n0:n1], out=WQ[:, :, :C])
-    torch.mul(KQ[:, :, C:], d.decay[n0:n1], out=WQ[:, :, C:])
-    torch.mul(KQ[:, :, :C], d.to_end[n0:n1], out=KE)
-    return KQ, WQ, P, KE
+    buf.k.copy_(k)
+    torch.mul(q, scale, out=buf.q)
+    torch.bmm(buf.KQ.flatten(0, 1), buf.k.flatten(0, 1).mT, out=buf.P.flatten(0, 1))
+    torch.mul(buf.k, d.fk, out=buf.WQk)
+    torch.mul(buf.q, d.decay, out=buf.WQq)
+    torch.mul(buf.k, d.to_end, out=buf.KE)
 
 
 def fwd_block(buf, d, chunks, q, k, v, scale, h, U, Tinv, kept):
     """Chunks `chunks` (a range of G) for all heads: q, k `[G, M, C, K]`, v the G chunks'
-    `[M, C, V]` rows, state h `[M, K, V]` (updated in place). Writes the output rows to
-    `buf.O[:G]`, the written values to U and `(I + A)^{-1}` to Tinv (`[G, M, C, ·]`); when kept
-    is given, the state entering every STATE_EVERY-th chunk to it.
+    `[M, C, V]` rows, d the block's factors, state h `[M, K, V]` (updated in place). Writes the
+    output rows to `buf.O`, the written values to U and `(I + A)^{-1}` to Tinv
+    (`[G, M, C, ·]`); when kept is given, the state entering every STATE_EVERY-th chunk to it.
 
     The parts that do not depend on the state (the UT transform, the decay factors) run once
     for the block, batched; the state recurrence runs chunk by chunk.
     """
-    G, C = len(chunks), k.shape[2]
-    n0, n1 = chunks.start, chunks.stop
-    KQ, WQ, P, KE = load_block(buf, d, chunks, q, k, scale)
-    A = P[:, :, :C].mul_(d.E_strict[n0:n1]).mul_(d.beta[n0:n1])
-    eye = buf.eye[: G * A.shape[1]]
-    torch.linalg.solve_triangular(A.flatten(0, 1), eye, upper=False, unitriangular=True,
+    load_block(buf, d, q, k, scale)
+    A = buf.A.mul_(d.E_strict).mul_(d.beta)
+    torch.linalg.solve_triangular(A.flatten(0, 1), buf.eye, upper=False, unitriangular=True,
                                   out=Tinv.flatten(0, 1))  # fmt: skip
-    Bq = P[:, :, C:].mul_(d.E[n0:n1])
-    X, (Xk, Xq) = buf.X, buf.X.split(C, dim=1)
-    # per-chunk views made up front: indexing in the loop would cost more than small matmuls
-    per_chunk = (WQ, v, d.beta[n0:n1], Tinv, U, Bq, buf.O[:G], d.gamma[n0:n1], KE.mT)
-    steps = zip(chunks, *(x if isinstance(x, tuple) else x.unbind(0) for x in per_chunk),
-                strict=True)  # fmt: skip
+    buf.Bq_fwd.mul_(d.E)
+    X, Xk, Xq = buf.X, buf.Xk, buf.Xq
+    per_chunk = (buf.WQ_list, v, d.beta.unbind(), Tinv.unbind(), U.unbind(), buf.Bq_fwd_list,
+                 buf.O_list, d.gamma.unbind(), buf.KE_T_list)  # fmt: skip
+    steps = zip(chunks, *per_chunk, strict=True)
     for n, WQ_n, v_n, beta_n, Tinv_n, U_n, Bq_n, O_n, gamma_n, KE_t in steps:
         if kept is not None and n % STATE_EVERY == 0:
             kept[n // STATE_EVERY].copy_(h)
@@ -199,16 +209,17 @@ def chunk_fwd(q, k, v, g, beta, scale, h0, chunk_size, keep_states=True):
         Us, Tinvs = v.new_empty(N, M, C, V), k.new_empty(N, M, C, C)
     qm, km = heads_view(q), heads_view(k)
     vs = split_chunks(heads_view(v), C)
-    for n0 in range(0, N, G):
+    for n0, d_block in zip(range(0, N, G), d.split(G), strict=True):
         chunks = range(n0, min(N, n0 + G))
         s, e = n0 * C, min(T, (n0 + G) * C)
         qk = (block_rows(x, s, len(chunks), C) for x in (qm, km))
+        block = buf.sized(len(chunks))
         if keep_states:
             U, Tinv = Us[chunks.start : chunks.stop], Tinvs[chunks.start : chunks.stop]
         else:
-            U, Tinv = buf.U[: len(chunks)], buf.Tinv[: len(chunks)]
-        fwd_block(buf, d, chunks, *qk, vs[n0 : n0 + G], scale, h, U, Tinv, kept)
-        O = buf.O[: len(chunks)].transpose(0, 1).flatten(1, 2)  # [M, G*C, V]
+            U, Tinv = block.U, block.Tinv
+        fwd_block(block, d_block, chunks, *qk, vs[n0 : n0 + G], scale, h, U, Tinv, kept)
+        O = block.O.transpose(0, 1).flatten(1, 2)  # [M, G*C, V]
         om[:, s:e].copy_(O[:, : e - s])
     if om.data_ptr() != o.data_ptr():
         o.copy_(om.view(B, H, T, V).transpose(1, 2))
@@ -335,15 +346,17 @@ def chunk_bwd(q, k, v, saved, scale, chunk_size, do, dS, need_dg):
     vs, dos = (split_chunks(heads_view(x), C) for x in (v, do))
     factors = d.chunks()
     h = k.new_empty(min(R, N), M, K, V)  # the states entering the chunks of one segment
-    for first in reversed(range(0, N, R)):
+    for first, d_seg in reversed(list(zip(range(0, N, R), d.split(R), strict=True))):
         segment = range(first, min(N, first + R))
         qk = (block_rows(x, first * C, len(segment), C) for x in (qm, km))
-        KQ, WQ, P, KE = load_block(seg_buf, d, segment, *qk, scale)
-        Bq = torch.mul(P[:, :, C:], d.E[first : segment.stop], out=seg_buf.Bq[: len(segment)])
+        seg = seg_buf.sized(len(segment))
+        load_block(seg, d_seg, *qk, scale)
+        torch.mul(seg.Bq_fwd, d_seg.E, out=seg.Bq)
         h[0].copy_(kept[first // R])
         for j, n in enumerate(segment[:-1]):
-            torch.mul(h[j], factors[n][4], out=h[j + 1]).baddbmm_(KE[j].mT, Us[n])
-        tiles = list(zip(KQ, WQ, KE, P, Bq, strict=True))
+            torch.mul(h[j], factors[n][4], out=h[j + 1]).baddbmm_(seg.KE_T_list[j], Us[n])
+        tiles = list(zip(seg.KQ_list, seg.WQ_list, seg.KE_list, seg.P_list, seg.Bq_list,
+                         strict=True))  # fmt: skip
         for j, n in reversed(list(enumerate(segment))):
             out = [x[:, n * C : (n + 1) * C] for x in views]
             kept_n = (h[j], Us[n], Tinvs[n])
