@@ -1,8 +1,10 @@
 """Inference speed and memory: full attention vs sinks + sliding window vs AHN.
 
 A small Qwen2-shaped model (hidden 256, 4 layers), window 512 + 32 sinks. For each context
-length and method, a fresh process prefills the context and decodes a few tokens; it reports
-prefill seconds, decode ms/token and the process's peak RSS. Ratios are printed side by side.
+length and method, a fresh process prefills the context (--repeats times, the best kept) and
+decodes a few tokens (the median step kept, robust to other processes on a shared machine);
+it reports prefill seconds, decode ms/token and the process's peak RSS. Ratios are printed
+side by side.
 
     python benchmarks/inference.py                      # 2k .. 64k
     python benchmarks/inference.py --lengths 2048,16384 --methods sliding,ahn
@@ -53,21 +55,24 @@ def worker(method: str, length: int, args) -> dict:
     torch.set_num_threads(args.threads)
     model = build_model(args.window, args.sinks, args.memory)
     ids = torch.randint(0, 4096, (1, length), generator=torch.Generator().manual_seed(0))
+    prefill, decode = [], []
     with torch.no_grad(), ahn.mode(model, method):
-        start = time.perf_counter()
-        out = model(ids, use_cache=True, logits_to_keep=1)
-        prefill = time.perf_counter() - start
+        for _ in range(args.repeats):
+            out = None  # the previous prefill's cache is freed before the next one (peak RSS)
+            start = time.perf_counter()
+            out = model(ids, use_cache=True, logits_to_keep=1)
+            prefill.append(time.perf_counter() - start)
         cache, token = out.cache, out.logits[:, -1:].argmax(-1)
-        start = time.perf_counter()
         for _ in range(args.decode_tokens):
+            start = time.perf_counter()
             out = model(token, cache=cache, use_cache=True)
+            decode.append(time.perf_counter() - start)
             cache, token = out.cache, out.logits[:, -1:].argmax(-1)
-        decode_ms = (time.perf_counter() - start) / args.decode_tokens * 1e3
     return {
         "method": method,
         "length": length,
-        "prefill_s": prefill,
-        "decode_ms": decode_ms,
+        "prefill_s": min(prefill),
+        "decode_ms": sorted(decode)[len(decode) // 2] * 1e3,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "cache_mib": ahn.cache_bytes(cache) / 2**20,
     }
@@ -121,6 +126,7 @@ def main() -> None:
     parser.add_argument("--sinks", type=int, default=32)
     parser.add_argument("--memory", default="gated_deltanet")
     parser.add_argument("--decode-tokens", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=2, help="prefills per cell (best kept)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--worker", nargs=2, metavar=("METHOD", "LENGTH"), help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ahn.ops.utils import cast, fp32
+
 
 class GroupLinear(nn.Module):
     """Block-diagonal linear map, one `[D, D]` block per head: `out_h = in_h @ weight[h]`.
@@ -23,7 +25,7 @@ class GroupLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: [B, T, H, D] -> [B, T, H, D]
-        return torch.einsum("bthd,hde->bthe", x, self.weight.to(x.dtype))
+        return torch.matmul(x.transpose(1, 2), cast(self.weight, x.dtype)).transpose(1, 2)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -107,9 +109,9 @@ class HeadNormReadout:
 
     def readout(self, r, gate):
         W = cached(self, "_folded_o_proj", (self.o_norm.weight, self.o_proj.weight), self._fold)
-        o = F.rms_norm(fp32(r), (r.shape[-1],), eps=self.norm_eps).to(r.dtype)
-        o = torch.matmul(o.transpose(1, 2), W.to(r.dtype)).transpose(1, 2)  # [B, T, H, D]
-        return o * F.silu(gate).unsqueeze(-1).to(r.dtype)
+        o = cast(F.rms_norm(fp32(r), (r.shape[-1],), eps=self.norm_eps), r.dtype)
+        o = torch.matmul(o.transpose(1, 2), cast(W, r.dtype)).transpose(1, 2)  # [B, T, H, D]
+        return o * cast(F.silu(gate).unsqueeze(-1), r.dtype)
 
     def _fold(self) -> torch.Tensor:
         return self.o_norm.weight[:, None] * self.o_proj.weight  # [H, D, D]
@@ -131,11 +133,6 @@ def cached(module: nn.Module, name: str, params, build):
     return hit[1]
 
 
-def fp32(x: torch.Tensor) -> torch.Tensor:
-    """x in float32, without a dispatch when it already is."""
-    return x if x.dtype == torch.float32 else x.float()
-
-
 def _stack_linears(linears: list[nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | None]:
     weight = torch.cat([lin.weight for lin in linears])
     bias = None if linears[0].bias is None else torch.cat([lin.bias for lin in linears])
@@ -154,7 +151,7 @@ def delta_rule(chunk_kernel, recurrent_kernel, q, k, v, beta, initial_state, **d
         q=q,
         k=k,
         v=v,
-        beta=beta.to(q.dtype),
+        beta=cast(beta, q.dtype),
         initial_state=initial_state,
         output_final_state=True,
         use_qk_l2norm_in_kernel=True,

@@ -14,6 +14,16 @@ def l2norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return x * torch.rsqrt(x.pow(2).sum(-1, keepdim=True) + eps)
 
 
+def cast(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """x in dtype, without a dispatch when it already is (decoding is bound by op count)."""
+    return x if x.dtype == dtype else x.to(dtype)
+
+
+def fp32(x: torch.Tensor) -> torch.Tensor:
+    """x in float32, without a dispatch when it already is."""
+    return cast(x, torch.float32)
+
+
 def check_tensor(name: str, x: torch.Tensor, shape: tuple[int | None, ...]) -> None:
     """Raise `ValueError` unless `x` is a floating tensor of rank `len(shape)` matching `shape`.
 
@@ -23,10 +33,10 @@ def check_tensor(name: str, x: torch.Tensor, shape: tuple[int | None, ...]) -> N
         raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dtype not in FLOAT_DTYPES:
         raise ValueError(f"{name} has dtype {x.dtype}; valid: float32, bfloat16, float16")
-    want = tuple("*" if s is None else s for s in shape)
     if x.dim() != len(shape) or any(
         s is not None and s != d for s, d in zip(shape, x.shape, strict=True)
     ):
+        want = tuple("*" if s is None else s for s in shape)
         raise ValueError(f"{name} has shape {tuple(x.shape)}; expected {want}")
 
 

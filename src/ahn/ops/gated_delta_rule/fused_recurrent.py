@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ahn.ops.utils import check_delta_inputs, fast_path, l2norm
+from ahn.ops.utils import check_delta_inputs, fast_path, fp32, l2norm
 
 
 def recurrent_gated_delta_rule(
@@ -69,11 +69,6 @@ def _one_step(q, k, v, g, beta, scale, initial_state, output_final_state, use_qk
     o = torch.bmm(q, S).mul_(scale).view(B, 1, H, V)
     S = S.view(B, H, K, V) if output_final_state else None
     return (o if o.dtype == dtype else o.to(dtype)), S
-
-
-def fp32(x: torch.Tensor) -> torch.Tensor:
-    """x in float32, without a dispatch when it already is (the decode step is op-bound)."""
-    return x if x.dtype == torch.float32 else x.float()
 
 
 def fused_recurrent_gated_delta_rule(
