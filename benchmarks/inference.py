@@ -1,10 +1,10 @@
 """Inference speed and memory: full attention vs sinks + sliding window vs AHN.
 
 A small Qwen2-shaped model (hidden 256, 4 layers), window 512 + 32 sinks. For each context
-length and method, a fresh process prefills the context (--repeats times, the best kept) and
-decodes a few tokens (the median step kept, robust to other processes on a shared machine);
-it reports prefill seconds, decode ms/token and the process's peak RSS. Ratios are printed
-side by side.
+length, one process times every method, the methods taking turns (--repeats prefill rounds,
+the best kept; then decode steps alternating between the methods, the median kept), so that
+the ratios compare runs made under the same conditions on a shared machine; then a fresh
+process per method prefills once and decodes a few tokens for its peak RSS and cache size.
 
     python benchmarks/inference.py                      # 2k .. 64k
     python benchmarks/inference.py --lengths 2048,16384 --methods sliding,ahn
@@ -46,8 +46,9 @@ def build_model(window: int, sinks: int, memory: str):
     return model
 
 
-def worker(method: str, length: int, args) -> dict:
-    """Runs in its own process so that the peak RSS belongs to this measurement alone."""
+def memory_worker(method: str, length: int, args) -> dict:
+    """One prefill and a few decode steps in a process of its own: its peak RSS and the cache
+    size belong to this method and length alone."""
     import torch
 
     import ahn
@@ -55,33 +56,86 @@ def worker(method: str, length: int, args) -> dict:
     torch.set_num_threads(args.threads)
     model = build_model(args.window, args.sinks, args.memory)
     ids = torch.randint(0, 4096, (1, length), generator=torch.Generator().manual_seed(0))
-    prefill, decode = [], []
     with torch.no_grad(), ahn.mode(model, method):
-        for _ in range(args.repeats):
-            out = None  # the previous prefill's cache is freed before the next one (peak RSS)
-            start = time.perf_counter()
-            out = model(ids, use_cache=True, logits_to_keep=1)
-            prefill.append(time.perf_counter() - start)
-        cache, token = out.cache, out.logits[:, -1:].argmax(-1)
-        for _ in range(args.decode_tokens):
-            start = time.perf_counter()
-            out = model(token, cache=cache, use_cache=True)
-            decode.append(time.perf_counter() - start)
-            cache, token = out.cache, out.logits[:, -1:].argmax(-1)
+        out = model(ids, use_cache=True, logits_to_keep=1)
+        for _ in range(2):
+            out = model(out.logits[:, -1:].argmax(-1), cache=out.cache, use_cache=True)
     return {
-        "method": method,
-        "length": length,
-        "prefill_s": min(prefill),
-        "decode_ms": sorted(decode)[len(decode) // 2] * 1e3,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "cache_mib": ahn.cache_bytes(cache) / 2**20,
+        "cache_mib": ahn.cache_bytes(out.cache) / 2**20,
     }
 
 
-def measure(method: str, length: int, args) -> dict:
-    cmd = [sys.executable, __file__, "--worker", method, str(length), *sys.argv[1:]]
+def timing_worker(methods: list[str], length: int, args) -> dict:
+    """Prefill and decode times of every method at one length, in one process, the methods
+    taking turns (prefill rounds, then decode steps alternating between the methods' caches),
+    so that they are compared under the same conditions on a shared machine.
+
+    Returns per method the best prefill, the median decode step, and the median over rounds /
+    steps of AHN's time over each other method's.
+    """
+    import torch
+
+    import ahn
+
+    torch.set_num_threads(args.threads)
+    model = build_model(args.window, args.sinks, args.memory)
+    ids = torch.randint(0, 4096, (1, length), generator=torch.Generator().manual_seed(0))
+    prefill = {m: [] for m in methods}
+    decode = {m: [] for m in methods}
+    state = {}
+    with torch.no_grad():
+        for _ in range(args.repeats):
+            for m in methods:
+                state.pop(m, None)  # free this method's previous cache first
+                with ahn.mode(model, m):
+                    start = time.perf_counter()
+                    out = model(ids, use_cache=True, logits_to_keep=1)
+                    prefill[m].append(time.perf_counter() - start)
+                state[m] = (out.cache, out.logits[:, -1:].argmax(-1))
+        for _ in range(args.decode_tokens):
+            for m in methods:
+                cache, token = state[m]
+                with ahn.mode(model, m):
+                    start = time.perf_counter()
+                    out = model(token, cache=cache, use_cache=True)
+                    decode[m].append(time.perf_counter() - start)
+                state[m] = (out.cache, out.logits[:, -1:].argmax(-1))
+    rows = {
+        m: {"prefill_s": min(prefill[m]), "decode_ms": median(decode[m]) * 1e3} for m in methods
+    }
+    for m in methods:
+        if "ahn" in methods and m != "ahn":
+            rows[m]["ahn_prefill_ratio"] = median_ratio(prefill["ahn"], prefill[m])
+            rows[m]["ahn_decode_ratio"] = median_ratio(decode["ahn"], decode[m])
+    return rows
+
+
+def median(xs: list[float]) -> float:
+    return sorted(xs)[len(xs) // 2]
+
+
+def median_ratio(a: list[float], b: list[float]) -> float:
+    """Median over rounds (or steps) of `a[i] / b[i]`."""
+    return median([x / y for x, y in zip(a, b, strict=True)])
+
+
+def run_worker(*worker_args: str) -> dict:
+    cmd = [sys.executable, __file__, "--worker", *worker_args, *sys.argv[1:]]
     done = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure(methods: list[str], length: int) -> list[dict]:
+    """The rows of one length: paired timings, then each method's memory in its own process."""
+    times = run_worker("timing", ",".join(methods), str(length))
+    rows = []
+    for m in methods:
+        rows.append(
+            {"method": m, "length": length, **times[m], **run_worker("memory", m, str(length))}
+        )
+        print(f"# {m} @ {length}: {json.dumps(rows[-1])}", file=sys.stderr, flush=True)
+    return rows
 
 
 def report(rows: list[dict], lengths: list[int], methods: list[str]) -> None:
@@ -95,15 +149,14 @@ def report(rows: list[dict], lengths: list[int], methods: list[str]) -> None:
                 f"{n:>7} {m:>8} {r['prefill_s']:>10.2f} {r['decode_ms']:>10.2f} "
                 f"{r['peak_rss_mib']:>13.0f} {r['cache_mib']:>10.2f}"
             )
-    print("\nratios (AHN / other, same length):")
+    print("\nratios (AHN / other, same length; medians of per-round / per-step ratios):")
     for n in lengths:
-        a = by.get(("ahn", n))
         for m in ("full", "sliding"):
             o = by.get((m, n))
-            if a and o:
+            if o and "ahn_prefill_ratio" in o:
                 print(
-                    f"  {n:>6}: ahn/{m:<7} prefill {a['prefill_s'] / o['prefill_s']:.2f}x  "
-                    f"decode {a['decode_ms'] / o['decode_ms']:.2f}x"
+                    f"  {n:>6}: ahn/{m:<7} prefill {o['ahn_prefill_ratio']:.2f}x  "
+                    f"decode {o['ahn_decode_ratio']:.2f}x"
                 )
     if "ahn" in methods and len(lengths) > 1:
         last = by[("ahn", lengths[-1])]
@@ -126,23 +179,23 @@ def main() -> None:
     parser.add_argument("--sinks", type=int, default=32)
     parser.add_argument("--memory", default="gated_deltanet")
     parser.add_argument("--decode-tokens", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=2, help="prefills per cell (best kept)")
+    parser.add_argument("--repeats", type=int, default=2, help="prefill rounds (best kept)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--worker", nargs=2, metavar=("METHOD", "LENGTH"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker[0], int(args.worker[1]), args)))
+        kind, methods, length = args.worker
+        if kind == "timing":
+            print(json.dumps(timing_worker(methods.split(","), int(length), args)))
+        else:
+            print(json.dumps(memory_worker(methods, int(length), args)))
         return
     lengths = [int(x) for x in args.lengths.split(",")]
     methods = [m for m in args.methods.split(",") if m]
     bad = [m for m in methods if m not in METHODS]
     if bad:
         parser.error(f"--methods {bad} not in {METHODS}")
-    rows = []
-    for n in lengths:
-        for m in methods:
-            rows.append(measure(m, n, args))
-            print(f"# {m} @ {n}: {json.dumps(rows[-1])}", file=sys.stderr, flush=True)
+    rows = [row for n in lengths for row in measure(methods, n)]
     report(rows, lengths, methods)
 
 

@@ -44,9 +44,13 @@ def test_matches_naive(assert_close, B, T, H, K, V, dtype, h0, g_scale):
             assert_close(f"{kernel.__name__}: {name}", ref[name], tri[name], TOL[dtype])
 
 
+@pytest.mark.parametrize("block_rows", [1, 1024], ids=lambda r: f"rows{r}")
 @pytest.mark.parametrize("chunk_size", [5, 16, 171], ids=lambda c: f"chunk{c}")
-def test_chunk_sizes(assert_close, monkeypatch, chunk_size):
-    monkeypatch.setattr(chunk_module, "CHUNK_SIZE", chunk_size)  # 35, 11 (last short) or 1 chunk
+def test_chunk_sizes(assert_close, monkeypatch, chunk_size, block_rows):
+    # 35, 11 (the last one short) or 1 chunk; forward blocks of one chunk or of several (34 + 1,
+    # 10 + 1); backward segments of STATE_EVERY = 8 chunks (4 x 8 + 3, 8 + 3, 1)
+    monkeypatch.setattr(chunk_module, "CHUNK_SIZE", chunk_size)
+    monkeypatch.setattr(chunk_module, "BLOCK_ROWS", block_rows)
     inputs = delta_inputs(2, 171, 3, 16, 24, torch.float32, h0=True)
     ref = outputs_and_grads(naive_recurrent_gated_delta_rule, inputs, use_qk_l2norm_in_kernel=True)
     tri = outputs_and_grads(chunk_gated_delta_rule, inputs, use_qk_l2norm_in_kernel=True)
