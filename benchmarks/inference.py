@@ -5,6 +5,8 @@ length, one process times every method, the methods taking turns (--repeats pref
 the best kept; then decode steps alternating between the methods, the median kept), so that
 the ratios compare runs made under the same conditions on a shared machine; then a fresh
 process per method prefills once and decodes a few tokens for its peak RSS and cache size.
+Last, one process decodes with AHN after prefills of every length, taking turns, so that the
+decode cost is compared across lengths under the same conditions too.
 
     python benchmarks/inference.py                      # 2k .. 64k
     python benchmarks/inference.py --lengths 2048,16384 --methods sliding,ahn
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -111,13 +114,38 @@ def timing_worker(methods: list[str], length: int, args) -> dict:
     return rows
 
 
-def median(xs: list[float]) -> float:
-    return sorted(xs)[len(xs) // 2]
+def decode_worker(lengths: list[int], args) -> dict:
+    """AHN's decode step after prefills of every length, in one process, the caches taking
+    turns: the median over steps of the step time at each length over the one at the first."""
+    import torch
+
+    import ahn
+
+    torch.set_num_threads(args.threads)
+    model = build_model(args.window, args.sinks, args.memory)
+    state, seconds = {}, {n: [] for n in lengths}
+    with torch.no_grad(), ahn.mode(model, "ahn"):
+        for n in lengths:
+            ids = torch.randint(0, 4096, (1, n), generator=torch.Generator().manual_seed(0))
+            out = model(ids, use_cache=True, logits_to_keep=1)
+            state[n] = (out.cache, out.logits[:, -1:].argmax(-1))
+        for _ in range(args.decode_tokens):
+            for n in lengths:
+                cache, token = state[n]
+                start = time.perf_counter()
+                out = model(token, cache=cache, use_cache=True)
+                seconds[n].append(time.perf_counter() - start)
+                state[n] = (out.cache, out.logits[:, -1:].argmax(-1))
+    return {str(n): median_ratio(seconds[n], seconds[lengths[0]]) for n in lengths}
+
+
+def median(xs) -> float:
+    return statistics.median(xs)
 
 
 def median_ratio(a: list[float], b: list[float]) -> float:
     """Median over rounds (or steps) of `a[i] / b[i]`."""
-    return median([x / y for x, y in zip(a, b, strict=True)])
+    return median(x / y for x, y in zip(a, b, strict=True))
 
 
 def run_worker(*worker_args: str) -> dict:
@@ -138,7 +166,7 @@ def measure(methods: list[str], length: int) -> list[dict]:
     return rows
 
 
-def report(rows: list[dict], lengths: list[int], methods: list[str]) -> None:
+def report(rows: list[dict], lengths: list[int], methods: list[str], by_length) -> None:
     by = {(r["method"], r["length"]): r for r in rows}
     head = ("length", "method", "prefill s", "decode ms", "peak RSS MiB", "cache MiB")
     print("{:>7} {:>8} {:>10} {:>10} {:>13} {:>10}".format(*head))
@@ -158,15 +186,13 @@ def report(rows: list[dict], lengths: list[int], methods: list[str]) -> None:
                     f"  {n:>6}: ahn/{m:<7} prefill {o['ahn_prefill_ratio']:.2f}x  "
                     f"decode {o['ahn_decode_ratio']:.2f}x"
                 )
-    if "ahn" in methods and len(lengths) > 1:
-        last = by[("ahn", lengths[-1])]
-        for n in lengths[:-1]:
-            r = by[("ahn", n)]
-            print(
-                f"  ahn at {lengths[-1]} vs ahn at {n}: decode "
-                f"{last['decode_ms'] / r['decode_ms']:.2f}x, peak RSS "
-                f"{last['peak_rss_mib'] / r['peak_rss_mib']:.2f}x"
-            )
+    if by_length:
+        print(f"\nAHN decode step after a prefill of n tokens / after {lengths[0]} (one process,")
+        print("the caches taking turns; median of per-step ratios), and peak RSS / at the first:")
+        first = by[("ahn", lengths[0])]
+        for n in lengths[1:]:
+            rss = by[("ahn", n)]["peak_rss_mib"] / first["peak_rss_mib"]
+            print(f"  {n:>6}: decode {by_length[str(n)]:.2f}x  peak RSS {rss:.2f}x")
 
 
 def main() -> None:
@@ -187,6 +213,8 @@ def main() -> None:
         kind, methods, length = args.worker
         if kind == "timing":
             print(json.dumps(timing_worker(methods.split(","), int(length), args)))
+        elif kind == "decode":
+            print(json.dumps(decode_worker([int(n) for n in length.split(",")], args)))
         else:
             print(json.dumps(memory_worker(methods, int(length), args)))
         return
@@ -196,7 +224,10 @@ def main() -> None:
     if bad:
         parser.error(f"--methods {bad} not in {METHODS}")
     rows = [row for n in lengths for row in measure(methods, n)]
-    report(rows, lengths, methods)
+    by_length = None
+    if "ahn" in methods and len(lengths) > 1:
+        by_length = run_worker("decode", "ahn", ",".join(str(n) for n in lengths))
+    report(rows, lengths, methods, by_length)
 
 
 if __name__ == "__main__":

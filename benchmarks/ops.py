@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import time
 
 import torch
@@ -145,8 +146,7 @@ def time_T(T: int, args) -> list[dict]:
 
 def median_ratio(a: list[float], b: list[float]) -> float:
     """Median over rounds of `a[i] / b[i]`."""
-    ratios = sorted(x / y for x, y in zip(a, b, strict=True))
-    return ratios[len(ratios) // 2]
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
 
 
 def main(argv=None) -> int:
