@@ -72,7 +72,7 @@ def windowed_step(q, k_new, v_new, ctx: LayerContext, scaling):
     )
     gates_new = out_gate = None
     if ctx.memory is not None:
-        gates_new, out_gate = ctx.memory.project(ctx.x)  # [B, C, H, G], [B, C, H]
+        gates_new, out_gate = ctx.memory.project(ctx.x)  # logits [B, C, H, G], [B, C, H]
     view = layer.view(k_new, v_new, gates_new, ctx.pad)
     out = lossless_attention(q, view, ctx, scaling)  # [B, C, H, D]
     state = layer.state
@@ -155,14 +155,18 @@ def memory_read(q, view: LosslessView, ctx: LayerContext, state, out_gate):
     if n == 0:
         return None, state
     k, v = view.k_loc[..., :n, :], view.v_loc[..., :n, :]  # [B, Hkv, n, D]
+    z = view.gates_loc[:, :n]  # [B, n, H, G] write-gate logits
+    if view.start - ctx.pad_max >= ctx.sinks:  # every evicted slot is a regular token
+        if C == 1:  # decoding
+            return ctx.memory.step(q, k, v, z, state, out_gate)
+        gates = ctx.memory.gates(z)
+    else:
+        slots = torch.arange(view.start, view.start + n, device=q.device)
+        absorb = (slots[None, :] - ctx.pad[:, None]) >= ctx.sinks  # [B, n]
+        gates = ctx.memory.gates(z) * absorb[:, :, None, None]
     groups = q.shape[1] // k.shape[1]
     if groups > 1:
         k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
     k, v = k.transpose(1, 2), v.transpose(1, 2)  # [B, n, H, D]
-    gates = view.gates_loc[:, :n]
-    if view.start - ctx.pad_max < ctx.sinks:  # some evicted slots are padding or sinks
-        slots = torch.arange(view.start, view.start + n, device=q.device)
-        absorb = (slots[None, :] - ctx.pad[:, None]) >= ctx.sinks  # [B, n]
-        gates = gates * absorb[:, :, None, None]
     r, state = ctx.memory.recur(q[..., C - n :, :].transpose(1, 2), k, v, gates, state)
     return ctx.memory.readout(r, out_gate[:, C - n :]), state

@@ -19,7 +19,8 @@ class LosslessView:
     """What one attention step sees: the layer's stored tokens followed by the new ones.
 
     `k_loc, v_loc` cover slots `[start, start + L)`: the window kept from earlier calls, then
-    the new chunk. `gates_loc` are the memory gates of the same tokens.
+    the new chunk. `gates_loc` are the memory's write-gate logits of the same tokens (`gates` turns
+    them into write gates when the tokens leave the window).
     """
 
     sink_k: torch.Tensor  # [B, Hkv, S, D]
@@ -27,7 +28,7 @@ class LosslessView:
     sink_ok: torch.Tensor  # [B, S] bool: this sink has been seen
     k_loc: torch.Tensor  # [B, Hkv, L, D]
     v_loc: torch.Tensor  # [B, Hkv, L, D]
-    gates_loc: torch.Tensor | None  # [B, L, H, G] or None when the memory is off
+    gates_loc: torch.Tensor | None  # [B, L, H, G] logits, or None when the memory is off
     start: int  # slot of k_loc[..., 0, :]
     seen: int  # slots seen before the new chunk
 
@@ -47,7 +48,7 @@ class AHNLayer(CacheLayerMixin):
         self.window, self.sinks = window, sinks
         self.seen = 0
         self.sink_k = self.sink_v = self.sink_ok = None
-        self.gates: torch.Tensor | None = None  # [B, w, H, G]
+        self.gates: torch.Tensor | None = None  # [B, w, H, G] write-gate logits
         self.state: torch.Tensor | None = None  # [B, H, D, D] float32
 
     def lazy_initialization(self, key_states, value_states) -> None:

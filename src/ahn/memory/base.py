@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ahn.ops.utils import cast, fp32
+from ahn.ops.utils import cast, fp32, l2norm
 
 
 class GroupLinear(nn.Module):
@@ -72,7 +72,8 @@ class MemoryModule(nn.Module):
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """All per-token projections in one matmul.
 
-        x: [B, T, hidden] -> (write gates [B, T, H, num_gates], output gate [B, T, H]), float32.
+        x: [B, T, hidden] -> (write-gate logits [B, T, H, num_gates], output gate [B, T, H]),
+        float32. `gates` turns the logits into write gates when the token leaves the window.
         """
         linears = self.input_projections()
         params = [p for lin in linears for p in (lin.weight, lin.bias) if p is not None]
@@ -81,10 +82,10 @@ class MemoryModule(nn.Module):
             weight, bias = weight.to(x.dtype), None if bias is None else bias.to(x.dtype)
         z = F.linear(x, weight, bias)
         z = fp32(z).unflatten(-1, (len(linears), -1))  # [B, T, num_gates + 1, H]
-        return self.gates(z[..., :-1, :].transpose(-1, -2)), z[..., -1, :]
+        return z[..., :-1, :].transpose(-1, -2), z[..., -1, :]
 
     def gates(self, z: torch.Tensor) -> torch.Tensor:
-        """Raw projections [B, T, H, num_gates] -> write gates [B, T, H, num_gates]."""
+        """Write-gate logits [B, T, H, num_gates] -> write gates [B, T, H, num_gates]."""
         raise NotImplementedError
 
     def recur(self, q, k, v, gates, initial_state):
@@ -97,6 +98,19 @@ class MemoryModule(nn.Module):
     def readout(self, r: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         """r: [B, T, H, D] read of the state, gate: [B, T, H] raw output gate -> [B, T, H, D]."""
         raise NotImplementedError
+
+    def step(self, q, k, v, z, state, gate):
+        """One decode step: absorb one evicted token per row, read with one query.
+
+        q: [B, H, 1, D]; k, v: [B, Hkv, 1, D] (H a multiple of Hkv); z: [B, 1, H, num_gates]
+        write-gate logits of the evicted token; state: [B, H, D, D] float32 or None; gate:
+        [B, 1, H] raw output gate. Returns `(out [B, 1, H, D], state)`; the same function as
+        `recur` + `readout`, which subclasses may compute in fewer ops.
+        """
+        groups = q.shape[1] // k.shape[1]
+        k, v = (x.repeat_interleave(groups, dim=1).transpose(1, 2) for x in (k, v))
+        r, state = self.recur(q.transpose(1, 2), k, v, self.gates(z), state)
+        return self.readout(r, gate), state
 
 
 class HeadNormReadout:
@@ -116,6 +130,31 @@ class HeadNormReadout:
     def _fold(self) -> torch.Tensor:
         return self.o_norm.weight[:, None] * self.o_proj.weight  # [H, D, D]
 
+    def delta_step(self, q, k, v, beta, decay, state, gate):
+        """`step` of a (gated) delta-rule memory in few ops (decoding runs it once per layer
+        and token): beta, decay `[B, 1, H]` (decay `exp(g)`, None for the delta rule); the
+        other arguments and the result as in `MemoryModule.step`."""
+        (B, H, _, D), dtype = q.shape, v.dtype
+        if k.shape[1] != H:
+            kv = torch.cat([k, v], dim=2).repeat_interleave(H // k.shape[1], dim=1)
+            k, v = kv[:, :, :1], kv[:, :, 1:]  # [B, H, 1, D]
+        qk = l2norm(fp32(torch.cat([q, k], dim=2)).view(B * H, 2, D))
+        q, k = qk[:, :1], qk[:, 1:]  # [B*H, 1, D]
+        S = qk.new_zeros(B * H, D, D) if state is None else state.view(B * H, D, D)
+        if decay is not None:
+            S = S * decay.view(B * H, 1, 1)
+        v_new = torch.baddbmm(fp32(v).view(B * H, 1, D), k, S, alpha=-1)  # v - k^T S
+        S = torch.baddbmm(S, k.mT, v_new.mul_(beta.view(B * H, 1, 1)))
+        r = torch.bmm(q, S)  # [B*H, 1, D], the read without the query scale D^-1/2
+        W = cached(self, "_folded_o_proj", (self.o_norm.weight, self.o_proj.weight), self._fold)
+        if dtype == torch.float32:  # RMSNorm(r / sqrt(D), eps) == RMSNorm(r, eps * D)
+            o = F.rms_norm(r, (D,), eps=self.norm_eps * D).view(B, H, 1, D)
+        else:  # the read rounded to the model's dtype first, as `recur` + `readout` do
+            r = cast(r.mul_(D**-0.5), dtype)
+            o = cast(F.rms_norm(fp32(r), (D,), eps=self.norm_eps), dtype).view(B, H, 1, D)
+        o = torch.matmul(o, cast(W, dtype)) * cast(F.silu(gate), dtype).view(B, H, 1, 1)
+        return o.transpose(1, 2), S.view(B, H, D, D)  # [B, 1, H, D]
+
 
 def cached(module: nn.Module, name: str, params, build):
     """`build()`, computed once per version of `params` when no gradient flows through them.
@@ -126,7 +165,7 @@ def cached(module: nn.Module, name: str, params, build):
     """
     if torch.is_grad_enabled() and any(p.requires_grad for p in params):
         return build()
-    key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+    key = [(p.data_ptr(), p._version, p.dtype, p.device) for p in params]
     hit = module.__dict__.get(name)
     if hit is None or hit[0] != key:
         hit = module.__dict__[name] = (key, build())

@@ -46,12 +46,18 @@ class GatedDeltaNet(HeadNormReadout, MemoryModule):
         return [self.b_proj, self.a_proj, self.g_proj]
 
     def gates(self, z):
+        return torch.stack(self.beta_g(z), dim=-1)  # [B, T, H, 2]
+
+    def beta_g(self, z):
+        """Write-gate logits `[B, T, H, 2]` -> (beta, g) `[B, T, H]`."""
         params = (self.A_log, self.dt_bias)
         neg_A, dt_bias = cached(self, "_decay", params, lambda: (-self.A_log.float().exp(),
                                                                  self.dt_bias.float()))  # fmt: skip
-        beta = z[..., 0].sigmoid()  # [B, T, H]
-        g = F.softplus(z[..., 1] + dt_bias) * neg_A
-        return torch.stack([beta, g], dim=-1)  # [B, T, H, 2]
+        return z[..., 0].sigmoid(), F.softplus(z[..., 1] + dt_bias) * neg_A
+
+    def step(self, q, k, v, z, state, gate):
+        beta, g = self.beta_g(z)
+        return self.delta_step(q, k, v, beta, g.exp(), state, gate)
 
     def recur(self, q, k, v, gates, initial_state):
         chunk, recurrent = ops.chunk_gated_delta_rule, ops.fused_recurrent_gated_delta_rule
