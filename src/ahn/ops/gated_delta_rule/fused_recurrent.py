@@ -64,8 +64,8 @@ def _one_step(q, k, v, g, beta, scale, initial_state, output_final_state, use_qk
         S = initial_state.reshape(B * H, K, V)
     if g is not None:
         S = S * fp32(g).exp().reshape(B * H, 1, 1)
-    v_new = (fp32(v).reshape(B * H, 1, V) - torch.bmm(k, S)) * fp32(beta).reshape(B * H, 1, 1)
-    S = torch.baddbmm(S, k.mT, v_new)
+    v_new = torch.baddbmm(fp32(v).reshape(B * H, 1, V), k, S, alpha=-1)  # v - k^T S
+    S = torch.baddbmm(S, k.mT, v_new.mul_(fp32(beta).reshape(B * H, 1, 1)))
     o = torch.bmm(q, S).mul_(scale).view(B, 1, H, V)
     S = S.view(B, H, K, V) if output_final_state else None
     return (o if o.dtype == dtype else o.to(dtype)), S
