@@ -9,7 +9,8 @@ after a warm-up), so that the ratios compare runs made under the same conditions
 machine: tokens/s are the best round; `x naive`, `bwd/fwd` and `of peak` the medians of the
 per-round ratios; `spread` the worst round over the best. The naive reference keeps one state
 per token for its backward, so it is timed only up to --naive-max-T and estimated linearly
-beyond (marked ~).
+beyond (marked ~). The `floor` rows time the chunked kernel's matrix products alone, at its
+shapes, on buffers made once: a bound on what its algorithm can reach on this machine.
 
     python benchmarks/ops.py
     python benchmarks/ops.py --T 4096 --chunk-size 64 --repeats 7 --json runs/bench_ops.json
@@ -114,10 +115,65 @@ def case(kernel_name: str, mode: str, T: int, args):
     return timed_T, lambda: forward_backward(kernel, leaves)
 
 
+def matmul_floor(T: int, H: int, D: int, C: int, backward: bool):
+    """The matrix products of the chunked kernel alone, at its shapes (B = 1, M = H heads),
+    on buffers made once: the time its algorithm cannot go below at this machine's matmul
+    speed, whatever is done about the other ops (decay factors, the triangular solve, copies,
+    fresh pages). The values do not matter (no denormals: the state starts at zero).
+
+    Forward, per block of G chunks: `P = [k; q'] k^T`; per chunk: `X = WQ h`, `U = Tinv X_k`,
+    `O = X_q + Bq U`, `h += KE^T U`. Backward, per segment of STATE_EVERY chunks: P again and
+    the recomputed entering states; per chunk the nine products of `bwd_chunk`.
+    """
+    M, N, R = H, -(-T // C), chunk_module.STATE_EVERY
+    G = min(N, max(1, chunk_module.BLOCK_ROWS // (M * C)))
+    r = lambda *shape: torch.randn(*shape) * 0.01
+    h, dh = torch.zeros(M, D, D), torch.zeros(M, D, D)
+    WQ, KQ, X, DX, dWQ, dKQ = (r(M, 2 * C, D) for _ in range(6))
+    KE, U, O, dU, dKE, dY, dk = (r(M, C, D) for _ in range(7))
+    Tinv, Bq, dP, dPU = r(M, C, C), r(M, C, C), r(M, 2 * C, C), r(M, 2 * C, C)
+    KQ_block, k_block, P = r(G * M, 2 * C, D), r(G * M, C, D), r(G * M, 2 * C, C)
+
+    def forward() -> None:
+        for n0 in range(0, N, G):
+            g = min(G, N - n0) * M
+            torch.bmm(KQ_block[:g], k_block[:g].mT, out=P[:g])
+            for _ in range(n0, min(N, n0 + G)):
+                torch.bmm(WQ, h, out=X)
+                torch.bmm(Tinv, X[:, :C], out=U)
+                torch.baddbmm(X[:, C:], Bq, U, out=O)
+                h.baddbmm_(KE.mT, U)
+
+    def backward_chunks() -> None:
+        for n0 in range(0, N, R):
+            segment = min(R, N - n0)
+            for s in range(0, segment, G):
+                g = min(G, segment - s) * M
+                torch.bmm(KQ_block[:g], k_block[:g].mT, out=P[:g])
+            for _ in range(segment - 1):
+                h.baddbmm_(KE.mT, U)
+            for _ in range(segment):
+                torch.bmm(KE, dh, out=dU).baddbmm_(Bq.mT, DX[:, C:])
+                torch.bmm(U, dh.mT, out=dKE)
+                torch.bmm(Tinv.mT, dU, out=dY)
+                torch.bmm(DX, h.mT, out=dWQ)
+                torch.bmm(DX, U.mT, out=dPU)
+                dh.baddbmm_(WQ.mT, DX)
+                dKQ.baddbmm_(dP, KQ[:, :C])
+                torch.baddbmm(dKQ[:, :C], dP.mT, KQ, out=dk)
+
+    return (lambda: (forward(), backward_chunks())) if backward else forward
+
+
 def time_T(T: int, args) -> list[dict]:
-    """The rows of one T: the four cases and a 2048^3 matmul timed in the same rounds."""
+    """The rows of one T: the four cases, the chunked kernel's matmul floor (both modes) and a
+    2048^3 matmul, timed in the same rounds."""
     keys = [(kernel, mode) for kernel in KERNELS for mode in ("fwd", "fwd+bwd")]
     cases = {key: case(*key, T, args) for key in keys}
+    for mode in ("fwd", "fwd+bwd"):
+        floor = matmul_floor(T, args.heads, args.head_dim, args.chunk_size, mode != "fwd")
+        cases["floor", mode] = (T, floor)
+    keys = list(cases)
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
     fns = {key: fn for key, (_, fn) in cases.items()} | {"matmul": lambda: a @ b}
     seconds = rounds(fns, args.repeats)
@@ -166,6 +222,8 @@ def main(argv=None) -> int:
             rows.append(row)
             print_row(row)
     print("~ : estimated from a shorter T by linear scaling (the recurrence is linear in T)")
+    print("floor: the chunked kernel's matrix products alone, on buffers made once (its")
+    print("algorithm cannot be faster than this at this machine's matmul speed)")
     print("x naive, bwd/fwd, of peak: medians of per-round ratios (the matmul runs in every")
     print("round too); tok/s, GFLOP/s: best rounds")
     print(f"fp32 matmul in the rounds: best {max(r['matmul_gflops'] for r in rows):.1f} GFLOP/s")

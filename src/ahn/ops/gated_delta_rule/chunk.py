@@ -12,21 +12,23 @@ entering state h `[K, V]`, the delta-rule updates unroll to the WY / UT form (as
 The loop runs chunk by chunk over all heads at once: the chunk's `[k; q']` rows meet the state
 in one `[2C, K] @ [K, V]` product, and every tensor of a step is cache-sized (one state
 `[B*H, K, V]` and a few `[B*H, C, D]` tiles). The decay factors of all chunks are computed
-first, in one batch. The backward is the hand-derived reverse of these formulas, chunk by chunk
-in reverse, from the entering states h, the written values U and `(I + A)^{-1}` kept by the
-forward; the element-wise parts of the decay and beta gradients are batched over all chunks at
+first, in one batch; the causal decay matrices E block by block, into reused buffers. The
+backward is the hand-derived reverse of these formulas, chunk by chunk in reverse, from the
+entering states h, the written values U and `(I + A)^{-1}` kept by the forward (E is made
+again); the element-wise parts of the decay and beta gradients are batched over all chunks at
 the end.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
 
 from ahn.ops.gated_delta_rule.fused_recurrent import recurrent_gated_delta_rule
-from ahn.ops.utils import check_delta_inputs, decay_mask, fast_path, l2norm
+from ahn.ops.utils import check_delta_inputs, fast_path, l2norm
 
 # Tokens per chunk on CPU. Measured on 2 shared cores (H 16, D 128): 32 beats 16 and 64.
 CHUNK_SIZE = 32
@@ -64,9 +66,9 @@ class ChunkDecay:
     """Decay and write-strength factors of every chunk, `[N, M, ...]` (M = B*H heads).
 
     gc: cumulative log-decay `[N, M, C]`; beta, decay `Γ`, fk `-beta Γ` (the row factor of k
-    in WQ) and to_end `exp(gc_C - gc)` `[N, M, C, 1]`; gamma `Γ_C` `[N, M, 1, 1]`; E: the
-    causal decay `exp(gc_t - gc_j)` (j <= t, else 0) and E_strict (j < t) `[N, M, C, C]`.
-    Zero padding past the end (g = beta = 0) leaves the state unchanged.
+    in WQ) and to_end `exp(gc_C - gc)` `[N, M, C, 1]`; gamma `Γ_C` `[N, M, 1, 1]`. The causal
+    decay matrices are made block by block (`fill_decay_masks`). Zero padding past the end
+    (g = beta = 0) leaves the state unchanged.
     """
 
     gc: torch.Tensor
@@ -75,8 +77,6 @@ class ChunkDecay:
     fk: torch.Tensor
     to_end: torch.Tensor
     gamma: torch.Tensor
-    E: torch.Tensor
-    E_strict: torch.Tensor
 
     @classmethod
     def build(cls, g: torch.Tensor, beta: torch.Tensor, C: int) -> ChunkDecay:
@@ -84,7 +84,6 @@ class ChunkDecay:
         g, beta = (_chunked(x, C) for x in (g, beta))  # [N, M, C]
         gc = g.cumsum(-1)
         decay = gc.exp()
-        E = decay_mask(gc, strict=False)
         return cls(
             gc=gc,
             beta=beta[..., None],
@@ -92,8 +91,6 @@ class ChunkDecay:
             fk=-(beta * decay)[..., None],
             to_end=(gc[..., -1:] - gc).exp()[..., None],
             gamma=decay[..., -1:, None],
-            E=E,
-            E_strict=E.tril(-1),
         )
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
@@ -105,7 +102,7 @@ class ChunkDecay:
         return [ChunkDecay(*x) for x in zip(*(t.split(G) for t in self.tensors()), strict=True)]
 
     def chunks(self) -> list[tuple[torch.Tensor, ...]]:
-        """Per chunk n: `(beta, decay, fk, to_end, gamma, E, E_strict)` views, without gc."""
+        """Per chunk n: `(beta, decay, fk, to_end, gamma)` views, without gc."""
         return list(zip(*(x.unbind(0) for x in self.tensors()[1:]), strict=True))
 
 
@@ -122,19 +119,43 @@ class BlockBuffers:
         self.KE = new(G, M, C, K)  # k decayed to the chunk end
         self.O, self.U, self.Tinv = new(G, M, C, V), new(G, M, C, V), new(G, M, C, C)
         self.Bq = new(G, M, C, C)  # E ⊙ q' k^T, for the backward (which keeps P)
+        self.E, self.E_strict = new(G, M, C, C), new(G, M, C, C)  # exp(gc_t - gc_j), j <= / < t
         self.X = new(M, 2 * C, V)  # WQ h, then [beta v + fk k h; Γ q' h]
         self.Xk, self.Xq = self.X.split(C, dim=1)
         self.k, self.q = self.KQ.split(C, dim=2)
         self.WQk, self.WQq = self.WQ.split(C, dim=2)
         self.A, self.Bq_fwd = self.P.split(C, dim=2)
         self.eye = torch.eye(C, dtype=like.dtype, device=like.device).expand(G * M, C, C)
-        for name in ("KQ", "WQ", "KE", "P", "Bq", "O", "Bq_fwd"):  # per-chunk views
+        for name in ("KQ", "WQ", "KE", "P", "Bq", "O", "Bq_fwd", "E", "E_strict"):  # per chunk
             setattr(self, f"{name}_list", getattr(self, name).unbind())
         self.KE_T_list = self.KE.mT.unbind()
 
     def sized(self, G: int) -> BlockBuffers:
         """These buffers, or new ones for a shorter (last) block of G chunks."""
         return self if G == self.shape[0] else BlockBuffers(G, *self.shape[1:], self.KQ)
+
+
+@functools.lru_cache(maxsize=8)
+def _above(C: int, device: torch.device) -> torch.Tensor:
+    """`[C, C]` bool, True where j > t: the entries the causal decay matrix zeroes."""
+    return torch.ones(C, C, dtype=torch.bool, device=device).triu(1)
+
+
+@functools.lru_cache(maxsize=8)
+def _strictly_below(C: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """`[C, C]` of dtype, 1 where j < t, else 0."""
+    return torch.ones(C, C, dtype=dtype, device=device).tril(-1)
+
+
+def fill_decay_masks(buf: BlockBuffers, gc: torch.Tensor, strict: bool) -> None:
+    """`buf.E = exp(gc_t - gc_j)` (j <= t, else 0) from gc `[G, M, C]`, and `buf.E_strict`
+    (j < t) when strict. Differences are taken before `exp`: nothing overflows however strong
+    the decay."""
+    C = gc.shape[-1]
+    E = torch.sub(gc[..., :, None], gc[..., None, :], out=buf.E)
+    E.masked_fill_(_above(C, gc.device), float("-inf")).exp_()
+    if strict:
+        torch.mul(E, _strictly_below(C, E.dtype, gc.device), out=buf.E_strict)
 
 
 def block_rows(xm: torch.Tensor, s: int, G: int, C: int) -> torch.Tensor:
@@ -169,10 +190,12 @@ def fwd_block(buf, d, chunks, q, k, v, scale, h, U, Tinv, kept):
     for the block, batched; the state recurrence runs chunk by chunk.
     """
     load_block(buf, d, q, k, scale)
-    A = buf.A.mul_(d.E_strict).mul_(d.beta)
+    fill_decay_masks(buf, d.gc, strict=False)
+    # The unitriangular solve reads only the strict lower part: E serves as well as E_strict.
+    A = buf.A.mul_(buf.E).mul_(d.beta)
     torch.linalg.solve_triangular(A.flatten(0, 1), buf.eye, upper=False, unitriangular=True,
                                   out=Tinv.flatten(0, 1))  # fmt: skip
-    buf.Bq_fwd.mul_(d.E)
+    buf.Bq_fwd.mul_(buf.E)
     X, Xk, Xq = buf.X, buf.Xk, buf.Xq
     per_chunk = (buf.WQ_list, v, d.beta.unbind(), Tinv.unbind(), U.unbind(), buf.Bq_fwd_list,
                  buf.O_list, d.gamma.unbind(), buf.KE_T_list)  # fmt: skip
@@ -270,13 +293,14 @@ def bwd_chunk(buf, factors, sums, n, tiles, v, do, scale, h, U, Tinv, dh, out, n
     """Reverse of chunk n of `fwd_block`, given do `[M, C, V]` and dh, the gradient of the
     leaving state.
 
-    tiles: the chunk's `(KQ, WQ, KE, P, Bq)` (from `load_block`, Bq = `E ⊙ q' k^T`); h, U,
-    Tinv: the entering state and what the forward kept. Turns dh into the entering state's
+    tiles: the chunk's `(KQ, WQ, KE, P, Bq, E, E_strict)` (from `load_block` and
+    `fill_decay_masks`, Bq = `E ⊙ q' k^T`); h, U, Tinv: the entering state and what the forward
+    kept. Turns dh into the entering state's
     gradient (in place), writes the chunk's sums to `sums` and `(dq, dk, dv)` to out (views
     `[M, c, ·]`, c <= C); the sums that only the decay gradient needs only when need_dg.
     """
-    beta, decay, fk, to_end, gamma, E, E_strict = factors
-    KQ, WQ, KE, P, Bq = tiles
+    beta, decay, fk, to_end, gamma = factors
+    KQ, WQ, KE, P, Bq, E, E_strict = tiles
     C, c = KE.shape[1], out[0].shape[1]
     DX = buf.DX  # [dY; do], the gradient of X
     DX[:, C:].copy_(do)
@@ -351,12 +375,13 @@ def chunk_bwd(q, k, v, saved, scale, chunk_size, do, dS, need_dg):
         qk = (block_rows(x, first * C, len(segment), C) for x in (qm, km))
         seg = seg_buf.sized(len(segment))
         load_block(seg, d_seg, *qk, scale)
-        torch.mul(seg.Bq_fwd, d_seg.E, out=seg.Bq)
+        fill_decay_masks(seg, d_seg.gc, strict=True)
+        torch.mul(seg.Bq_fwd, seg.E, out=seg.Bq)
         h[0].copy_(kept[first // R])
         for j, n in enumerate(segment[:-1]):
             torch.mul(h[j], factors[n][4], out=h[j + 1]).baddbmm_(seg.KE_T_list[j], Us[n])
         tiles = list(zip(seg.KQ_list, seg.WQ_list, seg.KE_list, seg.P_list, seg.Bq_list,
-                         strict=True))  # fmt: skip
+                         seg.E_list, seg.E_strict_list, strict=True))  # fmt: skip
         for j, n in reversed(list(enumerate(segment))):
             out = [x[:, n * C : (n + 1) * C] for x in views]
             kept_n = (h[j], Us[n], Tinvs[n])
