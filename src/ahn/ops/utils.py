@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 
 import torch
@@ -92,15 +93,21 @@ def fast_path(module: str, name: str, *tensors: torch.Tensor | None):
         return None
 
 
-def decay_mask(gc: torch.Tensor, strict: bool) -> torch.Tensor:
-    """`exp(gc_t - gc_j)` where `j < t` (strict) or `j <= t`, else 0: `[..., C]` -> `[..., C, C]`.
+def decay_mask(gc: torch.Tensor, strict: bool, out: torch.Tensor | None = None) -> torch.Tensor:
+    """`exp(gc_t - gc_j)` where `j < t` (strict) or `j <= t`, else 0: `[..., C]` -> `[..., C, C]`
+    (written to `out` when given).
 
     gc is a cumulative log-decay inside a chunk; differences are taken before `exp`, so nothing
     overflows however strong the decay.
     """
-    C = gc.shape[-1]
-    keep = torch.ones(C, C, dtype=torch.bool, device=gc.device).tril(-1 if strict else 0)
-    return (gc[..., :, None] - gc[..., None, :]).masked_fill_(~keep, float("-inf")).exp_()
+    E = torch.sub(gc[..., :, None], gc[..., None, :], out=out)
+    return E.masked_fill_(_dropped(gc.shape[-1], strict, gc.device), float("-inf")).exp_()
+
+
+@functools.lru_cache(maxsize=16)
+def _dropped(C: int, strict: bool, device: torch.device) -> torch.Tensor:
+    """`[C, C]` bool, True where `decay_mask` is 0: j > t, or j >= t when strict."""
+    return torch.ones(C, C, dtype=torch.bool, device=device).triu(1 if not strict else 0)
 
 
 def to_chunks(x: torch.Tensor, chunk_size: int) -> torch.Tensor:
