@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo demo-toy test lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -14,8 +14,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
+# The real demo: SmolLM2-135M-Instruct (fetched and converted once) with the shipped AHN.
 demo: $(STAMP)
 	$(BIN)/ahn demo --output runs/demo
+
+# The toy demo: trains an AHN from scratch on the shipped 0.55M-parameter base in minutes.
+demo-toy: $(STAMP)
+	$(BIN)/ahn demo-toy --output runs/demo-toy
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -2,7 +2,14 @@
 
 from ahn.checkpoint import load, save
 from ahn.config import MEMORY_TYPES, MODES, AHNConfig
-from ahn.integration.augment import augment, mode, set_mode, trainable_parameters, window
+from ahn.integration.augment import (
+    augment,
+    mode,
+    new_cache,
+    set_mode,
+    trainable_parameters,
+    window,
+)
 from ahn.integration.cache import AHNCache, cache_bytes
 
 __all__ = [
@@ -14,6 +21,7 @@ __all__ = [
     "cache_bytes",
     "load",
     "mode",
+    "new_cache",
     "save",
     "set_mode",
     "trainable_parameters",

@@ -12,7 +12,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "flops": ("ahn.eval.flops", "FLOPs and cache bytes of full attention vs AHN from a config"),
     "eval": ("ahn.eval.cli", "full / sliding / AHN side by side on long-context tasks"),
     "train": ("ahn.train.cli", "train an AHN for a base model by self-distillation"),
-    "demo": ("ahn.demo.cli", "train an AHN on the shipped demo base; compare full / sliding / AHN"),
+    "demo": (
+        "ahn.demo.real",
+        "the shipped AHN on a real LLM: full / sliding / AHN on held-out text",
+    ),
+    "demo-toy": (
+        "ahn.demo.cli",
+        "train an AHN on the shipped toy base in minutes; compare methods",
+    ),
+    "fetch-base": ("ahn.bases", "download and convert a real base model into the local cache"),
     "pretrain-demo-base": ("ahn.demo.pretrain", "train the shipped demo base model from scratch"),
 }
 

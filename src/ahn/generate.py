@@ -16,7 +16,9 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--base", required=True, help="base model directory (transformers)")
+    parser.add_argument(
+        "--base", required=True, help="base model directory, or a name of `ahn fetch-base`"
+    )
     parser.add_argument("--ahn", help="AHN directory (ahn.save output or official checkpoint)")
     prompt = parser.add_mutually_exclusive_group(required=True)
     prompt.add_argument("--prompt", help="prompt text")
@@ -35,7 +37,9 @@ def run(args) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import ahn
+    from ahn.bases import resolve
 
+    base = resolve(args.base)
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens={args.max_new_tokens} must be >= 1")
     if args.temperature < 0:
@@ -45,8 +49,8 @@ def run(args) -> int:
         raise ValueError(f"--mode {mode} needs --ahn DIR (the AHN to use)")
     text = Path(args.prompt_file).read_text() if args.prompt_file else args.prompt
     torch.manual_seed(args.seed)
-    tokenizer = AutoTokenizer.from_pretrained(args.base)
-    model = AutoModelForCausalLM.from_pretrained(args.base, dtype=DTYPES[args.dtype]).eval()
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=DTYPES[args.dtype]).eval()
     if args.ahn:
         ahn.load(model, args.ahn)
         ahn.set_mode(model, mode)

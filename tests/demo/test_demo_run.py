@@ -15,7 +15,7 @@ FIGURES = ("beyond_window_accuracy", "answer_nll", "kl_to_full", "cache_bytes", 
 def reduced(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     torch.manual_seed(0)
-    code = main(["demo", "--output", str(out), "--steps", "2", "--batch-size", "2",
+    code = main(["demo-toy", "--output", str(out), "--steps", "2", "--batch-size", "2",
                  "--eval-samples", "4", "--seed", "42"])  # fmt: skip
     assert code == 0
     return out
@@ -52,5 +52,5 @@ def test_demo_is_deterministic_for_a_seed(reduced, tmp_path):
 
 @pytest.mark.parametrize("flag, value", [("--steps", "0"), ("--window", "0"), ("--lr", "-1")])
 def test_demo_rejects_bad_flags(flag, value, capsys, tmp_path):
-    assert main(["demo", "--output", str(tmp_path), flag, value]) == 2
+    assert main(["demo-toy", "--output", str(tmp_path), flag, value]) == 2
     assert f"{flag}={value}" in capsys.readouterr().err

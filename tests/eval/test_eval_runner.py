@@ -35,7 +35,7 @@ def test_ahn_eval_end_to_end(tmp_path, tiny_base_dir, ahn_dir):
     out = tmp_path / "out"
     argv = [
         "eval", "--base", str(tiny_base_dir), "--ahn", str(ahn_dir), "--task", "passkey,copy,nll",
-        "--data", str(docs), "--lengths", "300,360", "--depths", "0.5", "--max-new-tokens", "2",
+        "--data", str(docs), "--lengths", "300,360", "--depths", "0.5", "--max-new-tokens", "2", "--limit", "1",
         "--output", str(out), "--device", "cpu", "--dtype", "float32",
     ]  # fmt: skip
     assert main(argv) == 0
@@ -104,3 +104,47 @@ def test_task_groups_and_benchmark_all_expand():
 def test_eval_config_rejects_bad_values(kwargs, match):
     with pytest.raises(ValueError, match=match):
         EvalConfig(**{"tasks": ["passkey"], "lengths": [512], **kwargs})
+
+
+def test_rerun_with_other_weights_does_not_reuse_predictions(
+    tmp_path, tiny_base_dir, ahn_dir, capsys
+):
+    """Predictions are keyed by what made them: another AHN in the same --output starts fresh."""
+    from transformers import AutoModelForCausalLM
+
+    other = ahn.load(AutoModelForCausalLM.from_pretrained(tiny_base_dir), ahn_dir)
+    with torch.no_grad():
+        for _, p in ahn.trainable_parameters(other):
+            p.mul_(0.5)
+    other_dir = ahn.save(other, tmp_path / "other-ahn")
+    out = tmp_path / "out"
+    argv = ["eval", "--base", str(tiny_base_dir), "--task", "passkey", "--lengths", "300",
+            "--depths", "0.5", "--max-new-tokens", "2", "--output", str(out),
+            "--device", "cpu", "--dtype", "float32", "--methods", "ahn"]  # fmt: skip
+    assert main([*argv, "--ahn", str(ahn_dir)]) == 0
+    first = (out / "predictions.jsonl").read_text().splitlines()
+    capsys.readouterr()
+    assert main([*argv, "--ahn", str(other_dir)]) == 0
+    assert "ahn_weights_sha256" in capsys.readouterr().out
+    lines = (out / "predictions.jsonl").read_text().splitlines()
+    assert len(lines) == 2 * len(first)  # made again, not reused
+    runs = {json.loads(line)["run"] for line in lines}
+    assert len(runs) == 2
+
+
+def test_nll_reads_every_piece_unless_limited(tmp_path, tiny_base_dir, ahn_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ahn.eval.runner import evaluate
+
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text(json.dumps({"text": "the quick brown fox jumps over the lazy dog. " * 60}))
+    model = ahn.load(AutoModelForCausalLM.from_pretrained(tiny_base_dir), ahn_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_base_dir)
+    every = evaluate(model, tok, EvalConfig(["nll"], [100], ["sliding"], data=str(docs)),
+                     tmp_path / "a", progress=False)  # fmt: skip
+    limited = evaluate(model, tok, EvalConfig(["nll"], [100], ["sliding"], data=str(docs), limit=2),
+                       tmp_path / "b", progress=False)  # fmt: skip
+    assert every["items"]["nll"]["sliding"]["100"] > 2
+    assert limited["items"]["nll"]["sliding"]["100"] == 2
+    assert "items per score: 100: 2" in (tmp_path / "b" / "results.md").read_text()

@@ -16,7 +16,9 @@ def _csv(text: str) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--base", required=True, help="base model directory (transformers)")
+    parser.add_argument(
+        "--base", required=True, help="base model directory, or a name of `ahn fetch-base`"
+    )
     parser.add_argument("--ahn", help="AHN checkpoint directory (ours or official)")
     parser.add_argument(
         "--task",
@@ -32,7 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", type=int, help="override the lossless window")
     parser.add_argument("--sinks", type=int, help="override the number of sinks")
     parser.add_argument("--depths", default="0,0.25,0.5,0.75,1", help="needle depths")
-    parser.add_argument("--samples", type=int, default=1, help="items per length and depth")
+    parser.add_argument(
+        "--samples", type=int, default=1, help="synthetic prompts per length and depth"
+    )
+    parser.add_argument(
+        "--limit", type=int, help="at most N items per nll length / benchmark dataset (all)"
+    )
     parser.add_argument("--max-new-tokens", type=int, help="override the generation length")
     parser.add_argument("--nll-bucket", type=int, help="positions per NLL bucket")
     parser.add_argument("--seed", type=int, default=42)
@@ -59,7 +66,9 @@ def load_model(base: str, ahn_dir: str | None, window, sinks, device: str, dtype
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import ahn
+    from ahn.bases import resolve
 
+    base = resolve(base)
     if dtype != "auto" and not isinstance(getattr(torch, dtype, None), torch.dtype):
         raise ValueError(f"dtype={dtype!r} is not a torch dtype (e.g. float32, bfloat16)")
     tokenizer = AutoTokenizer.from_pretrained(base)
@@ -83,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         methods=_csv(args.methods),
         depths=[float(d) for d in _csv(args.depths)],
         samples=args.samples,
+        limit=args.limit,
         seed=args.seed,
         window=args.window,
         sinks=args.sinks,

@@ -67,14 +67,14 @@ def read_documents(path: str | Path, text_key: str = "text") -> list[str]:
     raise ValueError(f"{path}: documents must be .jsonl or .txt, not {path.suffix!r}")
 
 
-def pieces(token_ids: list[list[int]], length: int, separator: int | None, limit: int):
-    """At most `limit` pieces of exactly `length` tokens: the documents joined (with
-    `separator` between them when given) into one stream, cut in order."""
+def pieces(token_ids: list[list[int]], length: int, separator: int | None, limit: int | None):
+    """At most `limit` (None: all) pieces of exactly `length` tokens: the documents joined
+    (with `separator` between them when given) into one stream, cut in order."""
     stream: list[int] = []
     for ids in token_ids:
         stream.extend(ids)
         if separator is not None:
             stream.append(separator)
-        if len(stream) >= length * limit:
+        if limit is not None and len(stream) >= length * limit:
             break
     return [stream[i : i + length] for i in range(0, len(stream) - length + 1, length)][:limit]

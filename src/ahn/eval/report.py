@@ -56,11 +56,18 @@ def aggregate(records: list[dict], window: int, sinks: int) -> dict:
         "window": window,
         "sinks": sinks,
         "scores": _nested_means(scores),
+        "items": _nested_counts(scores),
         "by_depth": _nested_means(depths),
         "by_group": _nested_means(groups),
         "nll": {length: _finish_curves(c) for length, c in curves.items()},
         "efficiency": {m: _cost(cost[m], m, records) for m in _ordered(cost)},
     }
+
+
+def _nested_counts(tree):
+    if isinstance(tree, list):
+        return len(tree)
+    return {k: _nested_counts(v) for k, v in tree.items()}
 
 
 def _nested_means(tree):
@@ -157,6 +164,11 @@ def markdown(results: dict) -> str:
             average = _mean([v for v in row if v is not None])
             rows.append((method, [_cell(v) for v in row] + [_cell(average)]))
         lines += _table(f"{task} ({unit})", lengths + ["avg"], rows)
+        counts = results.get("items", {}).get(task, {})
+        if counts:
+            per_length = {n: max(c.get(n, 0) for c in counts.values()) for n in lengths}
+            lines += ["items per score: " + ", ".join(f"{n}: {k}" for n, k in per_length.items()),
+                      ""]  # fmt: skip
     for task, per_method in results["by_group"].items():
         groups = sorted({g for by_group in per_method.values() for g in by_group})
         rows = [(m, [_cell(per_method[m].get(g)) for g in groups]) for m in _ordered(per_method)]

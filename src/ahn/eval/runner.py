@@ -37,7 +37,9 @@ class EvalConfig:
         lengths: token budgets (synthetic), piece lengths (nll), truncation lengths (benchmarks).
         methods: subset of ("full", "sliding", "ahn").
         depths: needle depths of the synthetic tasks (0 = start, 1 = end).
-        samples: items per (task, length, depth); for nll and benchmarks the item limit.
+        samples: prompts per (synthetic task, length, depth).
+        limit: at most this many items per nll length / benchmark dataset (None: all of them,
+            as lm-eval without `--limit`).
         window, sinks: override the model's lossless sizes for "sliding" and "ahn".
         data: documents for "nll" (.jsonl/.txt/dir), benchmark files, or the essay haystack
             text file of the synthetic tasks that need one.
@@ -51,6 +53,7 @@ class EvalConfig:
     methods: list[str] = field(default_factory=lambda: list(MODES))
     depths: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
     samples: int = 1
+    limit: int | None = None
     seed: int = 42
     window: int | None = None
     sinks: int | None = None
@@ -83,12 +86,60 @@ class EvalConfig:
             raise ValueError(f"depths={self.depths} must be in [0, 1]")
         if self.samples < 1:
             raise ValueError(f"samples={self.samples} must be >= 1")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit={self.limit} must be >= 1 (or None: every item)")
         if ("nll" in self.tasks or any(map(benchmarks.is_benchmark, self.tasks))) and not self.data:
             raise ValueError("tasks 'nll' and benchmarks need data=PATH")
 
 
 def _key(*parts) -> str:
     return "|".join(str(p) for p in parts)
+
+
+def run_identity(model, config: EvalConfig) -> dict:
+    """Everything besides the item and the method that changes a prediction: the base model,
+    its dtype, the AHN's config and a hash of its weights, and the generation settings."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, param in ahn.trainable_parameters(model):
+        digest.update(name.encode())
+        digest.update(param.detach().float().cpu().numpy().tobytes())
+    weight = model.get_output_embeddings().weight
+    return {
+        "base": str(getattr(model.config, "name_or_path", "") or type(model).__name__),
+        "base_parameters": sum(p.numel() for p in model.parameters()),
+        "dtype": str(weight.dtype).removeprefix("torch."),
+        "ahn_config": runtime_of(model).config.to_dict(),
+        "ahn_weights_sha256": digest.hexdigest(),
+        "seed": config.seed,
+        "chat": config.chat,
+        "max_new_tokens": config.max_new_tokens,
+        "data": config.data,
+        "text_key": config.text_key,
+        "nll_bucket": config.nll_bucket,
+    }
+
+
+def _identity_key(identity: dict) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _reusable(records: list[dict], identity: dict) -> dict:
+    """The records made by this same run identity, keyed; tells about any that are not."""
+    key = _identity_key(identity)
+    mine = {r["key"]: r for r in records if r.get("run") == key}
+    others = [r for r in records if r.get("run") != key]
+    if others:
+        seen = others[-1].get("identity") or {}
+        differ = sorted(k for k in identity if seen.get(k) != identity[k]) or ["format"]
+        print(
+            f"ahn eval: {len(others)} earlier predictions in this --output were made with "
+            f"another {', '.join(differ)}; they are not reused (this run starts fresh for them)"
+        )
+    return mine
 
 
 def _sync(device: torch.device) -> None:
@@ -225,7 +276,7 @@ def _items(model, tokenizer, config: EvalConfig, lossless: int) -> Iterator[tupl
                 yield from _nll_items(model, tokenizer, config, length, lossless)
             elif benchmarks.is_benchmark(task):
                 loaded = benchmarks.load(
-                    task, config.data, tokenizer, length, config.samples, config.chat
+                    task, config.data, tokenizer, length, config.limit, config.chat
                 )
                 for sample in loaded:
                     _override(sample, config)
@@ -269,7 +320,7 @@ def _nll_items(model, tokenizer, config: EvalConfig, length: int, lossless: int)
     ids = [tokenizer.encode(doc) for doc in docs]
     separator = getattr(tokenizer, "eos_token_id", None)
     bucket = config.nll_bucket or max(1, length // 32)
-    for index, piece in enumerate(nll.pieces(ids, length, separator, config.samples)):
+    for index, piece in enumerate(nll.pieces(ids, length, separator, config.limit)):
         ident = {"task": "nll", "length": length, "depth": None, "index": index}
         yield ident, (lambda method, piece=piece: _nll(model, piece, method, bucket, lossless))
 
@@ -309,7 +360,9 @@ def evaluate(model, tokenizer, config: EvalConfig, output_dir: str | Path, progr
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "predictions.jsonl"
-    records = {r["key"]: r for r in read_records(path)}
+    identity = run_identity(model, config)
+    run_key = _identity_key(identity)
+    records = _reusable(read_records(path), identity)
     if path.exists() and not path.read_bytes().endswith(b"\n") and path.stat().st_size:
         with path.open("a", encoding="utf-8") as f:
             f.write("\n")  # close a line torn by a crash, so the next record starts clean
@@ -326,7 +379,8 @@ def evaluate(model, tokenizer, config: EvalConfig, output_dir: str | Path, progr
                 key = _key(*ident.values(), method, window, sinks)
                 if key not in records:
                     record = {"key": key, **ident, "method": method, **job(method)}
-                    records[key] = {**record, "window": window, "sinks": sinks}
+                    records[key] = {**record, "window": window, "sinks": sinks, "run": run_key,
+                                    "identity": identity}  # fmt: skip
                     f.write(json.dumps(records[key], ensure_ascii=False) + "\n")
                     f.flush()
                 wanted.append(key)

@@ -94,6 +94,10 @@ def augment(model: nn.Module, config: AHNConfig) -> nn.Module:
         rt.handles.append(attn.register_forward_pre_hook(_attention_pre_hook, with_kwargs=True))
     decoder._ahn_runtime = rt
     model.forward = _chunked_prefill(model, model.forward)
+    if hasattr(model, "_prepare_cache_for_generation"):
+        model._prepare_cache_for_generation = _generation_cache(
+            model, model._prepare_cache_for_generation
+        )
     set_mode(model, "ahn")
     return model
 
@@ -210,17 +214,63 @@ def _wants_cache(module: nn.Module, kwargs: dict) -> bool:
 
 
 def _ahn_cache(rt: Runtime, cache: Cache | None, use_cache: bool) -> AHNCache | None:
-    """The AHNCache to use: the given one, a new one in place of an empty cache of another
-    class (as `generate` creates), a new one when a cache is wanted, else None."""
+    """The AHNCache to use: the caller's own (its geometry checked against the runtime's), a
+    new one when a cache is wanted and none was given, else None. A cache of another class is
+    refused: replacing it would leave the caller's object empty without a word."""
     if cache is not None and not isinstance(cache, AHNCache):
+        raise ValueError(
+            f"mode {rt.mode!r} keeps sinks + window + memory states and needs the cache of "
+            f"ahn.new_cache(model); got a {type(cache).__name__} (pass that cache, or none)"
+        )
+    if cache is None:
+        return rt.new_cache() if use_cache else None
+    if (cache.window, cache.sinks) != (rt.window, rt.sinks):
         if cache.get_seq_length() > 0:
             raise ValueError(
-                f"mode {rt.mode!r} needs an AHNCache, got a non-empty {type(cache).__name__}"
+                f"the cache holds {cache.get_seq_length()} tokens read with window="
+                f"{cache.window}, sinks={cache.sinks}, but the model now runs with window="
+                f"{rt.window}, sinks={rt.sinks}; use the sizes the cache was made with or a "
+                "new cache (ahn.new_cache(model))"
             )
-        cache, use_cache = None, True
-    if cache is None and use_cache:
-        cache = rt.new_cache()
+        cache.resize(rt.window, rt.sinks)  # still empty: it takes the runtime's sizes
     return cache
+
+
+def new_cache(model: nn.Module) -> AHNCache:
+    """An empty cache for `model` at its current window and sinks (for `model(...)` or
+    `model.generate(..., past_key_values=...)` calls that continue one another)."""
+    return runtime_of(model).new_cache()
+
+
+def _generation_cache(model: nn.Module, prepare):
+    """Wrap `generate`'s cache preparation: outside "full" mode a generation without a cache of
+    the caller's gets a new AHNCache; cache implementations that cannot hold a memory state
+    (static, offloaded, quantized, compiled generation) are refused with a clear error."""
+
+    @functools.wraps(prepare)
+    def wrapper(generation_config, model_kwargs, *args, **kwargs):
+        rt: Runtime = model._ahn_runtime
+        given = next((model_kwargs[k] for k in CACHE_KWARGS if model_kwargs.get(k) is not None),
+                     None)  # fmt: skip
+        implementation = getattr(generation_config, "cache_implementation", None)
+        if rt.mode == "full" or given is not None or generation_config.use_cache is False:
+            return prepare(generation_config, model_kwargs, *args, **kwargs)
+        if implementation not in SUPPORTED_CACHE_IMPLEMENTATIONS:
+            raise ValueError(
+                f"cache_implementation={implementation!r} is not supported in mode {rt.mode!r}: "
+                f"the AHN cache is bounded by construction; use one of "
+                f"{SUPPORTED_CACHE_IMPLEMENTATIONS} (or pass ahn.new_cache(model))"
+            )
+        result = prepare(generation_config, model_kwargs, *args, **kwargs)
+        for key in CACHE_KWARGS:
+            if model_kwargs.get(key) is not None:
+                model_kwargs[key] = rt.new_cache()
+        return result
+
+    return wrapper
+
+
+SUPPORTED_CACHE_IMPLEMENTATIONS = (None, "dynamic")
 
 
 def _decoder_pre_hook(decoder, args, kwargs):

@@ -158,7 +158,17 @@ class AHNCache(Cache):
             AHNLayer(window, sinks) if i in windowed else DynamicLayer() for i in range(num_layers)
         ]
         super().__init__(layers=layers)
+        self.window, self.sinks = window, sinks
         self.pad: torch.Tensor | None = None  # [B] long
+
+    def resize(self, window: int, sinks: int) -> None:
+        """Give an empty cache other lossless sizes (a cache holding tokens keeps its own)."""
+        if self.get_seq_length() > 0:
+            raise ValueError("a cache holding tokens cannot change its window or sinks")
+        self.window, self.sinks = window, sinks
+        for layer in self.layers:
+            if isinstance(layer, AHNLayer):
+                layer.__init__(window, sinks)
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.layers[layer_idx].get_seq_length()

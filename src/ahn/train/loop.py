@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 import ahn
+from ahn.bases import resolve
 from ahn.train import checkpoint as ckpt
 from ahn.train.config import DTYPES, TrainConfig
 from ahn.train.data import (
@@ -110,9 +111,11 @@ def prepare_model(config: TrainConfig, env: DistEnv, model, tokenizer):
             raise ValueError("no base model: give --base DIR (or pass `model=`)")
         from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(config.base, dtype=DTYPES[config.dtype])
+        model = AutoModelForCausalLM.from_pretrained(
+            resolve(config.base), dtype=DTYPES[config.dtype]
+        )
     if tokenizer is None and config.base is not None:
-        tokenizer = _load_tokenizer(config.base)
+        tokenizer = _load_tokenizer(resolve(config.base))
     if not _is_augmented(model):
         ahn.augment(model, config.ahn_config())
     model.to(env.device)
