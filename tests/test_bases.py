@@ -89,7 +89,7 @@ def tiny(tmp_path_factory):
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=260, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
         tie_word_embeddings=True, rms_norm_eps=1e-5,
     )  # fmt: skip
     model = LlamaForCausalLM(config).eval()
@@ -170,3 +170,37 @@ def test_real_smollm2_answers_a_question():
                                   return_dict=True)["input_ids"]  # fmt: skip
     out = model.generate(ids, max_new_tokens=12, do_sample=False)
     assert "Paris" in tok.decode(out[0, ids.shape[1] :])
+
+
+def test_real_demo_runs_end_to_end_on_a_converted_base(tiny, tmp_path):
+    """`ahn demo` on the tiny GGUF's conversion: the same code as on SmolLM2, smaller sizes."""
+    import json
+
+    import ahn
+    from ahn.cli import main
+
+    _, path = tiny
+    base = bases.convert_gguf(path, tmp_path / "base", info={"name": "tiny"})
+    model = AutoModelForCausalLM.from_pretrained(base)
+    ahn.augment(model, ahn.AHNConfig(window=64, sinks=4))
+    torch.manual_seed(0)
+    for _, p in ahn.trainable_parameters(model):
+        p.data.normal_(0.0, 0.2)
+    ahn_dir = ahn.save(model, tmp_path / "ahn")
+    out = tmp_path / "demo"
+    argv = ["demo", "--base", str(base), "--ahn", str(ahn_dir), "--output", str(out),
+            "--length", "600", "--window", "64", "--sinks", "4", "--nll-pieces", "2",
+            "--passkeys", "1", "--threads", "1"]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads((out / "report.json").read_text())
+    for method in ("full", "sliding", "ahn"):
+        figures = report["results"][method]
+        assert figures["nll_beyond_window"] > 0 and 0 <= figures["passkey_beyond_window"] <= 1
+        assert isinstance(report["chat"][method]["answer"], str)
+    assert report["results"]["sliding"]["cache_bytes"] < report["results"]["full"]["cache_bytes"]
+    assert "nll_gap_recovered" in report["results"]["ahn"]
+    assert (out / "report.md").read_text().startswith("# AHN on base")
+    assert (out / "eval" / "nll_vs_position_600.png").stat().st_size > 0
+    within = {m: report["results"][m]["nll_within_window"] for m in ("full", "sliding", "ahn")}
+    assert within["full"] == pytest.approx(within["sliding"], rel=1e-4)
+    assert within["ahn"] == pytest.approx(within["sliding"], rel=1e-4)

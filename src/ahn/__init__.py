@@ -1,30 +1,42 @@
-"""Artificial Hippocampus Networks: constant-size long-term memory for transformers causal LMs."""
+"""Artificial Hippocampus Networks: constant-size long-term memory for transformers causal LMs.
 
-from ahn.checkpoint import load, save
-from ahn.config import MEMORY_TYPES, MODES, AHNConfig
-from ahn.integration.augment import (
-    augment,
-    mode,
-    new_cache,
-    set_mode,
-    trainable_parameters,
-    window,
-)
-from ahn.integration.cache import AHNCache, cache_bytes
+Names are imported on first use (PEP 562), so `import ahn` and `ahn --help` stay light: torch
+and transformers load only when a function that needs them is touched.
+"""
 
-__all__ = [
-    "AHNCache",
-    "AHNConfig",
-    "MEMORY_TYPES",
-    "MODES",
-    "augment",
-    "cache_bytes",
-    "load",
-    "mode",
-    "new_cache",
-    "save",
-    "set_mode",
-    "trainable_parameters",
-    "window",
-]
+from __future__ import annotations
+
+import importlib
+
+# public name -> the module defining it
+_EXPORTS = {
+    "AHNConfig": "ahn.config",
+    "MEMORY_TYPES": "ahn.config",
+    "MODES": "ahn.config",
+    "load": "ahn.checkpoint",
+    "save": "ahn.checkpoint",
+    "augment": "ahn.integration.augment",
+    "mode": "ahn.integration.augment",
+    "new_cache": "ahn.integration.augment",
+    "set_mode": "ahn.integration.augment",
+    "trainable_parameters": "ahn.integration.augment",
+    "window": "ahn.integration.augment",
+    "AHNCache": "ahn.integration.cache",
+    "cache_bytes": "ahn.integration.cache",
+    "fetch_base": "ahn.bases",
+}
+
+__all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'ahn' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

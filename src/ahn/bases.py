@@ -68,11 +68,42 @@ def is_cached(name: str, cache: str | os.PathLike | None = None) -> bool:
     return (base_dir(name, cache) / INFO_FILE).is_file()
 
 
-def resolve(name_or_path: str | os.PathLike) -> str:
-    """A local directory for `--base`: a known base name is fetched (or found cached), anything
-    else is returned unchanged (a path, or an id for transformers to resolve)."""
+def resolve(
+    name_or_path: str | os.PathLike, revision: str | None = None, cache_dir: str | None = None
+) -> str:
+    """A local directory for a model or AHN argument (`--base`, `--ahn`, `ahn.load`):
+
+    - a name of `BASES`: fetched and converted once, then taken from the cache;
+    - an existing local path: itself;
+    - a Hub repo id (`owner/name`): its snapshot in the local Hub cache (`HF_HOME`,
+      `HF_HUB_CACHE`), resolved by `huggingface_hub` without network when the files are
+      cached; otherwise downloaded unless `HF_HUB_OFFLINE` is set.
+    """
     text = str(name_or_path)
-    return str(fetch_base(text)) if text in BASES else text
+    if text in BASES:
+        return str(fetch_base(text))
+    if Path(text).expanduser().exists() or not _looks_like_repo_id(text):
+        return str(Path(text).expanduser())
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return snapshot_download(text, revision=revision, cache_dir=cache_dir,
+                                 local_files_only=True)  # fmt: skip
+    except LocalEntryNotFoundError:
+        pass
+    try:
+        return snapshot_download(text, revision=revision, cache_dir=cache_dir)
+    except Exception as err:  # offline mode, no network, unknown repo
+        raise FileNotFoundError(
+            f"{text!r} is neither a local path, a known base ({sorted(BASES)}) nor a Hub repo "
+            f"in the local cache, and downloading it failed: {type(err).__name__}: {err}"
+        ) from None
+
+
+def _looks_like_repo_id(text: str) -> bool:
+    parts = text.split("/")
+    return len(parts) == 2 and all(parts) and not text.startswith((".", "/", "~"))
 
 
 def fetch_base(

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -14,6 +12,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ahn import atomic
 from ahn.config import AHNConfig
 from ahn.integration.augment import augment, runtime_of, trainable_parameters
 
@@ -26,45 +25,77 @@ OFFICIAL_MEMORY = {"GatedDeltaNet": "gated_deltanet", "DeltaNet": "deltanet", "M
 OFFICIAL_UNSUPPORTED = (("use_q_proj", False), ("use_ahn_router", False))
 
 
-def save(model: nn.Module, path: str | os.PathLike) -> Path:
-    """Write the AHN weights and config of an augmented model to directory `path`, atomically
-    (a temporary directory renamed into place). Returns the path."""
+def save(
+    model: nn.Module,
+    path: str | os.PathLike,
+    dtype: torch.dtype | None = None,
+    training: dict | None = None,
+) -> Path:
+    """Write the AHN of an augmented model to directory `path`, atomically (a temporary
+    directory renamed into place): `ahn_model.safetensors`, `ahn_config.json` (the AHNConfig and
+    the base model's name or path) and a model card `README.md` (Hub front matter).
+
+    Args:
+        dtype: store the weights in this dtype (e.g. `torch.bfloat16` to ship); default: as held.
+        training: a summary of how the AHN was trained, kept in the config and the card.
+    Returns the path.
+    """
     rt = runtime_of(model)
     path = Path(path)
-    tensors = {n: p.detach().to("cpu").contiguous() for n, p in trainable_parameters(model)}
-    config = {"format": "ahn", "version": FORMAT_VERSION, "config": rt.config.to_dict()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    tensors = {
+        n: p.detach().to("cpu", dtype or p.dtype).contiguous()
+        for n, p in trainable_parameters(model)
+    }
+    base = str(getattr(model.config, "name_or_path", "") or "")
+    config = {"format": "ahn", "version": FORMAT_VERSION, "config": rt.config.to_dict(),
+              "base_model": base, "training": training}  # fmt: skip
+    with atomic.directory(path) as tmp:
         save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        _replace_dir(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / "README.md").write_text(model_card(rt.config, base, tensors, training))
     return path
 
 
-def _replace_dir(src: Path, dst: Path) -> None:
-    if dst.exists():
-        if not dst.is_dir():
-            raise ValueError(f"{dst} exists and is not a directory")
-        old = dst.with_name(f".{dst.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(dst, old)
-        os.replace(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(src, dst)
+def model_card(config: AHNConfig, base: str, tensors: dict, training: dict | None) -> str:
+    """A Hub model card: YAML front matter (`library_name: ahn`, `base_model`, ...) and a
+    short description of the memory and how to load it."""
+    params = sum(t.numel() for t in tensors.values())
+    front = ["---", "library_name: ahn", "tags:", "- ahn", "- long-context",
+             f"- {config.memory}"]  # fmt: skip
+    if base and not Path(base).is_absolute():
+        front.append(f"base_model: {base}")
+    front += [f"ahn_memory: {config.memory}", f"ahn_window: {config.window}",
+              f"ahn_sinks: {config.sinks}", f"ahn_parameters: {params}", "---", ""]  # fmt: skip
+    lines = [
+        f"# AHN ({config.memory}) for {Path(base).name if base else 'a causal LM'}",
+        "",
+        f"An Artificial Hippocampus Network: sinks ({config.sinks}) + a sliding window "
+        f"({config.window}) kept losslessly, the tokens leaving the window compressed into a "
+        f"fixed-size {config.memory} state. {params:,} parameters; the base stays frozen.",
+        "",
+        "```python",
+        "import ahn",
+        "from transformers import AutoModelForCausalLM",
+        f'model = ahn.load(AutoModelForCausalLM.from_pretrained("{base or "BASE"}"), "THIS_DIR")',
+        "```",
+        "",
+    ]
+    if training:
+        lines += ["## Training", "", *(f"- {k}: {v}" for k, v in training.items()), ""]
+    return "\n".join(front + lines)
 
 
 def load(base_model: nn.Module, path: str | os.PathLike) -> nn.Module:
-    """Augment `base_model` with the AHN stored at `path` and load its weights.
+    """Augment `base_model` with the AHN stored at `path` (a directory or a Hub repo id) and
+    load its weights.
 
     `path` is a directory written by `save`, an official ByteDance AHN checkpoint (AHN-only
     `model.safetensors` + a `config.json` carrying `_ahn_implementation`), or a merged base+AHN
     checkpoint directory in the official layout (only its AHN tensors are read).
     """
-    path = Path(path)
+    from ahn.bases import resolve
+
+    path = Path(resolve(path))  # a local directory, or a Hub repo id found in the Hub cache
     if not path.is_dir():
         raise FileNotFoundError(f"AHN checkpoint directory {path} does not exist")
     if (path / CONFIG_NAME).exists():

@@ -21,22 +21,28 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "train an AHN on the shipped toy base in minutes; compare methods",
     ),
     "fetch-base": ("ahn.bases", "download and convert a real base model into the local cache"),
+    "corpus": ("ahn.corpus", "training data from the Python standard library's docs and sources"),
     "pretrain-demo-base": ("ahn.demo.pretrain", "train the shipped demo base model from scratch"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The `ahn` parser; only `command`'s module is imported (for its flags), so `ahn --help`
+    and `ahn COMMAND --help` load nothing heavy that the command does not need."""
     parser = argparse.ArgumentParser(prog="ahn", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
         sub_parser.set_defaults(_module=module_name)
-        importlib.import_module(module_name).add_arguments(sub_parser)
+        if name == command:
+            importlib.import_module(module_name).add_arguments(sub_parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if a in COMMANDS), None)
+    args = build_parser(command).parse_args(argv)
     module = importlib.import_module(args._module)
     try:
         return int(module.run(args) or 0)

@@ -12,6 +12,7 @@ beyond the window), phrased with templates of their own (not the evaluation's pa
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -50,7 +51,8 @@ def split_of(name: str) -> str:
     return "heldout" if bucket < HELDOUT_PERCENT else "train"
 
 
-def stdlib_documents(min_chars: int = 8000, topic_chars: int = 60000) -> list[Document]:
+@functools.lru_cache(maxsize=4)
+def stdlib_documents(min_chars: int = 8000, topic_chars: int = 60000) -> tuple[Document, ...]:
     """The documents of this Python's standard library, in a fixed order.
 
     Args:
@@ -76,7 +78,7 @@ def stdlib_documents(min_chars: int = 8000, topic_chars: int = 60000) -> list[Do
             continue
         text = path.read_text(encoding="utf-8", errors="replace")
         docs.append(Document(f"src:{rel.as_posix()}", text))
-    return docs
+    return tuple(docs)
 
 
 def documents(split: str, min_chars: int = 8000) -> list[Document]:
@@ -126,21 +128,26 @@ def _fields(rng: random.Random) -> dict[str, str]:
     }
 
 
+PROMPT_HEAD = "Read this document."
+TEMPLATE_ALLOWANCE = 32  # tokens of the chat template around the two turns
+
+
 def fact_chat(doc: Document, tokenizer, n_tokens: int, min_back: int, rng) -> dict | None:
     """A chat sample of about `n_tokens` tokens: a slice of `doc` with one fact inserted at least
     `min_back` tokens before the question at its end. None if `doc` is too short."""
     ids = tokenizer(doc.text, add_special_tokens=False)["input_ids"]
-    budget = n_tokens - 64  # the question, the answer and the chat template
+    fields = _fields(rng)
+    fact, question, answer = (t.format(**fields) for t in rng.choice(FACT_TEMPLATES))
+    words = f"{PROMPT_HEAD}\n{fact}\n\n\n{question}{answer}"
+    budget = n_tokens - len(tokenizer(words)["input_ids"]) - TEMPLATE_ALLOWANCE
     if len(ids) < budget or budget <= min_back:
         return None
     start = rng.randint(0, len(ids) - budget)
     piece = ids[start : start + budget]
     at = rng.randint(0, budget - min_back)  # the fact's place in the slice
-    fields = _fields(rng)
-    fact, question, answer = (t.format(**fields) for t in rng.choice(FACT_TEMPLATES))
     before, after = tokenizer.decode(piece[:at]), tokenizer.decode(piece[at:])
     context = f"{before}\n{fact}\n{after}"
-    prompt = f"Read this document.\n\n{context}\n\n{question}"
+    prompt = f"{PROMPT_HEAD}\n\n{context}\n\n{question}"
     return {"messages": [{"role": "user", "content": prompt},
                          {"role": "assistant", "content": answer}]}  # fmt: skip
 
@@ -160,11 +167,13 @@ def build_training_data(
     chats: int = 400,
     min_back: int = 512,
     seed: int = 0,
+    docs: list[Document] | None = None,
 ) -> dict:
     """Write `output` (jsonl): every plain `seq_len`-token piece of the training documents and
-    `chats` fact chats of `seq_len / 2 .. seq_len` tokens, shuffled. Returns counts."""
+    `chats` fact chats of `seq_len / 2 .. seq_len` tokens, shuffled (`docs`: other documents
+    than the training split). Returns counts."""
     rng = random.Random(seed)
-    docs = documents("train")
+    docs = documents("train") if docs is None else docs
     plain = [p for d in docs for p in text_pieces(d, tokenizer, seq_len)]
     qa: list[dict] = []
     while len(qa) < chats:
@@ -176,3 +185,50 @@ def build_training_data(
     rng.shuffle(records)
     atomic.write_text(output, "".join(json.dumps(r) + "\n" for r in records))
     return {"documents": len(docs), "plain": len(plain), "chats": len(qa), "output": str(output)}
+
+
+def write_documents(split: str, output: str | Path) -> int:
+    """The documents of `split` as `{"name", "text"}` json lines (for `ahn eval --data`)."""
+    docs = documents(split)
+    atomic.write_text(output, "".join(json.dumps({"name": d.name, "text": d.text}) + "\n"
+                                      for d in docs))  # fmt: skip
+    return len(docs)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--output", required=True, help="jsonl file to write")
+    parser.add_argument(
+        "--split",
+        choices=("train-mix", "heldout", "train"),
+        default="train-mix",
+        help="train-mix: the training data (plain pieces + fact chats, needs --base); "
+        "heldout / train: the documents of that split, one per line",
+    )
+    parser.add_argument("--base", help="base (for its tokenizer): a name or a dir")
+    parser.add_argument("--seq-len", type=int, default=2048, help="tokens per training sample")
+    parser.add_argument("--chats", type=int, default=1000, help="fact chats to mix in")
+    parser.add_argument("--min-back", type=int, default=512, help="fact at least N tokens back")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run(args) -> int:
+    from transformers import AutoTokenizer
+
+    from ahn.bases import resolve
+
+    if args.split != "train-mix":
+        print(json.dumps({"documents": write_documents(args.split, args.output)}))
+        return 0
+    if args.base is None:
+        raise ValueError("--split train-mix tokenizes: give --base (a name or a directory)")
+    for name in ("seq_len", "chats", "min_back"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 1")
+    if args.min_back >= args.seq_len // 2 - 64:
+        raise ValueError(f"--min-back={args.min_back} must be < seq-len / 2 - 64")
+    tokenizer = AutoTokenizer.from_pretrained(resolve(args.base))
+    counts = build_training_data(
+        tokenizer, args.output, args.seq_len, args.chats, args.min_back, args.seed
+    )
+    print(json.dumps(counts))
+    return 0

@@ -6,13 +6,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import torch
-from tqdm import tqdm
-
-from ahn.integration.augment import runtime_of
-from ahn.integration.cache import cache_bytes
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from ahn import dtypes
 
 
 def add_arguments(parser) -> None:
@@ -29,15 +23,17 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    parser.add_argument("--dtype", choices=dtypes.CHOICES, default="auto")
     parser.add_argument("--seed", type=int, default=0)
 
 
 def run(args) -> int:
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import ahn
     from ahn.bases import resolve
+    from ahn.integration.cache import cache_bytes
 
     base = resolve(args.base)
     if args.max_new_tokens < 1:
@@ -50,7 +46,7 @@ def run(args) -> int:
     text = Path(args.prompt_file).read_text() if args.prompt_file else args.prompt
     torch.manual_seed(args.seed)
     tokenizer = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=DTYPES[args.dtype]).eval()
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtypes.resolve(args.dtype)).eval()
     if args.ahn:
         ahn.load(model, args.ahn)
         ahn.set_mode(model, mode)
@@ -78,7 +74,6 @@ def run(args) -> int:
     return 0
 
 
-@torch.no_grad()
 def stream_generate(
     model, tokenizer, ids, max_new_tokens, temperature=0.0, state=None
 ) -> Iterator[str]:
@@ -86,6 +81,18 @@ def stream_generate(
 
     `state["cache"]` holds the cache at the end.
     """
+    import torch
+
+    with torch.no_grad():
+        yield from _stream(model, tokenizer, ids, max_new_tokens, temperature, state)
+
+
+def _stream(model, tokenizer, ids, max_new_tokens, temperature, state):
+    import torch
+    from tqdm import tqdm
+
+    from ahn.integration.augment import runtime_of
+
     state = {} if state is None else state
     chunk = (
         runtime_of(model).config.prefill_chunk if hasattr(model, "_ahn_runtime") else ids.shape[1]
@@ -117,7 +124,9 @@ def stream_generate(
     state["cache"] = cache
 
 
-def _pick(logits: torch.Tensor, temperature: float) -> int:
+def _pick(logits, temperature: float) -> int:
+    import torch
+
     if temperature == 0:
         return int(logits.argmax(-1))
     probs = torch.softmax(logits.float() / temperature, dim=-1)

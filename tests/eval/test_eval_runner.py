@@ -35,8 +35,8 @@ def test_ahn_eval_end_to_end(tmp_path, tiny_base_dir, ahn_dir):
     out = tmp_path / "out"
     argv = [
         "eval", "--base", str(tiny_base_dir), "--ahn", str(ahn_dir), "--task", "passkey,copy,nll",
-        "--data", str(docs), "--lengths", "300,360", "--depths", "0.5", "--max-new-tokens", "2", "--limit", "1",
-        "--output", str(out), "--device", "cpu", "--dtype", "float32",
+        "--data", str(docs), "--lengths", "300,360", "--depths", "0.5", "--max-new-tokens", "2",
+        "--limit", "1", "--output", str(out), "--device", "cpu", "--dtype", "float32",
     ]  # fmt: skip
     assert main(argv) == 0
     for name in ["predictions.jsonl", "results.json", "results.md", "score_vs_length.png",

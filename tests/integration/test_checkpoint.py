@@ -19,9 +19,12 @@ def test_round_trip_tensor_by_tensor(memory, tmp_path, ids):
     model = make_ahn_model(memory=memory, window=8, sinks=2, layers=[1])
     ahn.save(model, tmp_path / "adapter")
     assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == [
+        "README.md",
         "ahn_config.json",
         "ahn_model.safetensors",
     ]
+    card = (tmp_path / "adapter" / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: ahn\n") and f"ahn_memory: {memory}" in card
     loaded = ahn.load(make_model(), tmp_path / "adapter")
     assert loaded._ahn_runtime.config == model._ahn_runtime.config
     expected = ahn_tensors(model)
@@ -110,3 +113,45 @@ def test_missing_truncated_and_mismatched_files(tmp_path):
     ahn.save(wide, tmp_path / "c")
     with pytest.raises(ValueError, match="shape"):
         ahn.load(make_model(), tmp_path / "c")
+
+
+def test_save_in_bfloat16_with_a_training_summary(tmp_path):
+    model = make_ahn_model(window=8, sinks=2)
+    model.config.name_or_path = "org/base-model"
+    ahn.save(model, tmp_path / "a", dtype=torch.bfloat16, training={"steps": 3})
+    from safetensors.torch import load_file
+
+    assert all(
+        t.dtype == torch.bfloat16
+        for t in load_file(tmp_path / "a" / "ahn_model.safetensors").values()
+    )
+    saved = json.loads((tmp_path / "a" / "ahn_config.json").read_text())
+    assert saved["base_model"] == "org/base-model" and saved["training"] == {"steps": 3}
+    card = (tmp_path / "a" / "README.md").read_text()
+    assert "base_model: org/base-model" in card and "- steps: 3" in card
+    loaded = ahn.load(make_model(), tmp_path / "a")  # bf16 on disk, the model's dtype in memory
+    assert all(p.dtype == torch.float32 for _, p in ahn.trainable_parameters(loaded))
+
+
+def test_load_by_hub_repo_id_from_the_local_hub_cache(tmp_path, monkeypatch):
+    """A cache laid out as huggingface_hub lays it out, used offline."""
+    model = make_ahn_model(window=8, sinks=2)
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--org--my-ahn"
+    ahn.save(model, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from ahn.bases import resolve
+
+    path = resolve("org/my-ahn", cache_dir=str(tmp_path / "hub"))
+    assert path.endswith(commit)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    loaded = ahn.load(make_model(), "org/my-ahn")
+    expected, got = ahn_tensors(model), ahn_tensors(loaded)
+    assert all(torch.equal(expected[n], got[n]) for n in expected)
+    with pytest.raises(FileNotFoundError, match="org/missing"):
+        resolve("org/missing", cache_dir=str(tmp_path / "hub"))

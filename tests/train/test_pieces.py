@@ -200,3 +200,10 @@ def test_tensorboard_without_its_package_is_a_clear_error(tmp_path, monkeypatch)
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # makes the import fail
     with pytest.raises(ValueError, match="pip install tensorboard"):
         TrainLogger(tmp_path, total_steps=1, start_step=0, enabled=True, tensorboard=True)
+
+
+def test_min_sinks_leaves_out_smaller_sink_counts():
+    draws = [draw_window(42, step, 2048, min_sinks=32) for step in range(200)]
+    assert min(s for s, _ in draws) == 32
+    assert {s + w for s, w in draws} == {512, 1024}
+    assert draw_window(42, 0, 40, min_sinks=32)[0] == 0  # total 32: no allowed count reaches 32

@@ -19,10 +19,8 @@ from transformers import (
     Qwen2Tokenizer,
 )
 
+from ahn.demo import BASE_DIR, TASK_FILE  # light constants, re-exported here
 from ahn.demo.tasks import SPECIALS, TOKEN_ID, VOCAB, Batch, TaskConfig, make_batch
-
-BASE_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo-base"
-TASK_FILE = "demo_task.json"  # the task and pretraining setup, next to the weights
 
 
 @dataclass

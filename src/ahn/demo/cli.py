@@ -9,20 +9,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
-import ahn
 from ahn.config import MEMORY_TYPES
-from ahn.demo.base import BASE_DIR, TASK_FILE, load_base
-from ahn.demo.evaluate import METHODS, evaluate, examples, memory_bill
-from ahn.demo.report import (
-    breakdown_tables,
-    examples_text,
-    results_table,
-    summary,
-    write_report,
-)
-from ahn.demo.tasks import TaskConfig, make_batch
+from ahn.demo import BASE_DIR, TASK_FILE
+
+# torch, transformers and the demo's modelling code load in the functions that use them, so
+# that `ahn demo-toy --help` is instant.
 
 EVAL_SEED = 10**9  # held-out sequences: seeds far from every training seed
 
@@ -70,16 +61,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         )
 
 
-def read_task(base: str) -> TaskConfig:
+def read_task(base: str):
     """The task the base was trained on (stored next to it by `pretrain-demo-base`)."""
+    from ahn.demo.tasks import TaskConfig
+
     path = Path(base) / TASK_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no {TASK_FILE} in {base}: not a demo base model directory")
     return TaskConfig(**json.loads(path.read_text())["task"])
 
 
-def train_ahn(model, cfg: DemoConfig, task: TaskConfig) -> dict:
+def train_ahn(model, cfg: DemoConfig, task) -> dict:
     """Self-distil the AHN with `ahn.train` (fixed window); returns the training figures."""
+    import ahn
+    from ahn.demo.tasks import make_batch
     from ahn.train import TrainConfig, train
 
     batch = make_batch(cfg.steps * cfg.batch_size, task, seed=cfg.seed)
@@ -114,6 +109,8 @@ def train_ahn(model, cfg: DemoConfig, task: TaskConfig) -> dict:
 
 def run_demo(cfg: DemoConfig) -> dict:
     """Train and evaluate with `cfg.threads` torch threads; returns the report."""
+    import torch
+
     previous = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
@@ -123,6 +120,13 @@ def run_demo(cfg: DemoConfig) -> dict:
 
 
 def _run_demo(cfg: DemoConfig) -> dict:
+    import torch
+
+    import ahn
+    from ahn.demo.base import load_base
+    from ahn.demo.evaluate import METHODS, evaluate, examples, memory_bill
+    from ahn.demo.tasks import make_batch
+
     torch.manual_seed(cfg.seed)
     task = read_task(cfg.base)
     model, tokenizer = load_base(cfg.base)
@@ -150,6 +154,14 @@ def _run_demo(cfg: DemoConfig) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ahn.demo.report import (
+        breakdown_tables,
+        examples_text,
+        results_table,
+        summary,
+        write_report,
+    )
+
     names = {f.name for f in dataclasses.fields(DemoConfig)}
     cfg = DemoConfig(**{k: v for k, v in vars(args).items() if k in names})
     report = run_demo(cfg)

@@ -74,11 +74,8 @@ def heldout_file(out: Path) -> Path:
     """The held-out documents as a jsonl for `ahn eval --task nll --data`."""
     from ahn import corpus
 
-    docs = corpus.documents("heldout")
-    path = out / "heldout.jsonl"
-    atomic.write_text(path, "".join(json.dumps({"name": d.name, "text": d.text}) + "\n"
-                                    for d in docs))  # fmt: skip
-    return path
+    corpus.write_documents("heldout", out / "heldout.jsonl")
+    return out / "heldout.jsonl"
 
 
 def chat_prompt(tokenizer, length: int, window: int, seed: int) -> tuple[list[int], str, str]:
@@ -96,7 +93,7 @@ def chat_prompt(tokenizer, length: int, window: int, seed: int) -> tuple[list[in
     ids = tokenizer.apply_chat_template(
         [{"role": "user", "content": user}], add_generation_prompt=True, tokenize=True
     )
-    ids = ids["input_ids"] if isinstance(ids, dict) else ids
+    ids = ids["input_ids"] if hasattr(ids, "keys") else ids  # a BatchEncoding in 5.x
     return list(ids), user.rsplit("\n\n", 1)[-1], answer
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ahn import dtypes
 from ahn.config import MODES
 from ahn.eval.flops import parse_length
 
@@ -49,32 +50,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="chat template (auto: if the tokenizer has one)",
     )
-    parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
-    parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if any)")
+    parser.add_argument(
+        "--dtype", default="auto", choices=dtypes.CHOICES, help="auto: bf16 where it is fast"
+    )
 
 
-def _cuda() -> bool:
+def _device(name: str | None) -> str:
     import torch
 
-    return torch.cuda.is_available()
+    return name or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def load_model(base: str, ahn_dir: str | None, window, sinks, device: str, dtype: str):
     """Tokenizer and augmented model: `ahn.load` when `ahn_dir` is given, else a fresh
     (untrained, so "ahn" equals "sliding") augmentation with the given window and sinks."""
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import ahn
     from ahn.bases import resolve
 
     base = resolve(base)
-    if dtype != "auto" and not isinstance(getattr(torch, dtype, None), torch.dtype):
-        raise ValueError(f"dtype={dtype!r} is not a torch dtype (e.g. float32, bfloat16)")
+    device = _device(device)
     tokenizer = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForCausalLM.from_pretrained(
-        base, dtype="auto" if dtype == "auto" else getattr(torch, dtype)
-    ).to(device)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtypes.resolve(dtype, device)).to(
+        device
+    )
     if ahn_dir:
         model = ahn.load(model, ahn_dir)
     else:

@@ -1,8 +1,21 @@
-"""Self-distillation training of AHNs (SPEC §5): `train(TrainConfig(...))` or `ahn train ...`."""
+"""Self-distillation training of AHNs (SPEC §5): `train(TrainConfig(...))` or `ahn train ...`.
 
-from ahn.train.config import TrainConfig
-from ahn.train.data import DataError, Sample
-from ahn.train.evaluate import evaluate_kl
-from ahn.train.loop import train
+Names load on first use, so `ahn train --help` imports neither torch nor transformers.
+"""
 
-__all__ = ["DataError", "Sample", "TrainConfig", "evaluate_kl", "train"]
+import importlib
+
+_EXPORTS = {
+    "TrainConfig": "ahn.train.config",
+    "DataError": "ahn.train.data",
+    "Sample": "ahn.train.data",
+    "evaluate_kl": "ahn.train.evaluate",
+    "train": "ahn.train.loop",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'ahn.train' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

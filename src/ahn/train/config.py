@@ -6,8 +6,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-import torch
-
+from ahn import dtypes
 from ahn.config import MEMORY_TYPES, AHNConfig
 
 # --loss name -> (weight of KL(teacher || student), weight of the student's CE)
@@ -16,7 +15,7 @@ LOSS_WEIGHTS: dict[str, tuple[float, float]] = {
     "ce": (0.0, 1.0),
     "kl+ce": (1.0, 1.0),
 }
-DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+TRAIN_DTYPES = ("auto", "float32", "bfloat16")  # of `ahn.dtypes`; auto: bf16 where it is fast
 TRAIN_WINDOWS = ("random", "fixed")
 
 
@@ -48,6 +47,9 @@ class TrainConfig:
             "lossless size per step: drawn (SPEC §5) or --window/--sinks", choices=TRAIN_WINDOWS
         ),
     )
+    min_sinks: int = field(
+        default=0, metadata=_opt("random windows: draw no fewer sinks than this (when possible)")
+    )
     seq_len: int = field(default=8192, metadata=_opt("cutoff: tokens kept per sample"))
     min_len: int = field(default=0, metadata=_opt("drop samples shorter than this (tokens)"))
     steps: int = field(default=1000, metadata=_opt("optimizer steps"))
@@ -63,9 +65,7 @@ class TrainConfig:
     seed: int = field(default=42, metadata=_opt("seed of the AHN init, data order, windows"))
     save_every: int = field(default=500, metadata=_opt("checkpoint every N steps (0: never)"))
     resume: bool = field(default=False, metadata=_opt("continue from the newest checkpoint"))
-    dtype: str = field(
-        default="float32", metadata=_opt("base weights dtype", choices=tuple(DTYPES))
-    )
+    dtype: str = field(default="float32", metadata=_opt("base weights dtype", choices=TRAIN_DTYPES))
     gradient_checkpointing: bool = field(
         default=False, metadata=_opt("recompute decoder layers in backward")
     )
@@ -96,14 +96,14 @@ class TrainConfig:
             "logit_chunk",
         ):
             _check_number(name, getattr(self, name), minimum=1, kind=int)
-        for name in ("min_len", "save_every", "seed"):
+        for name in ("min_len", "save_every", "seed", "min_sinks"):
             _check_number(name, getattr(self, name), minimum=0, kind=int)
         for name in ("warmup", "weight_decay", "max_grad_norm"):
             _check_number(name, getattr(self, name), minimum=0, kind=float)
         if not self.lr > 0:
             raise ValueError(f"lr={self.lr!r} must be > 0")
         _check_choice("loss", self.loss, tuple(LOSS_WEIGHTS))
-        _check_choice("dtype", self.dtype, tuple(DTYPES))
+        dtypes.check(self.dtype, TRAIN_DTYPES)
         _check_choice("train_window", self.train_window, TRAIN_WINDOWS)
         if self.warmup >= 1 and self.warmup != int(self.warmup):
             raise ValueError(f"warmup={self.warmup} must be a fraction < 1 or a whole step count")

@@ -13,9 +13,10 @@ from pathlib import Path
 import torch
 
 import ahn
+from ahn import dtypes
 from ahn.bases import resolve
 from ahn.train import checkpoint as ckpt
-from ahn.train.config import DTYPES, TrainConfig
+from ahn.train.config import TrainConfig
 from ahn.train.data import (
     DataPosition,
     Sample,
@@ -112,7 +113,7 @@ def prepare_model(config: TrainConfig, env: DistEnv, model, tokenizer):
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(
-            resolve(config.base), dtype=DTYPES[config.dtype]
+            resolve(config.base), dtype=dtypes.resolve(config.dtype, env.device.type)
         )
     if tokenizer is None and config.base is not None:
         tokenizer = _load_tokenizer(resolve(config.base))
@@ -174,7 +175,7 @@ def step_window(config: TrainConfig, step: int, batch: list[Sample]) -> tuple[in
     """`(sinks, window)` of a step: fixed, or drawn from the global batch's longest sample."""
     if config.train_window == "fixed":
         return config.sinks, config.window
-    return draw_window(config.seed, step, max(map(len, batch)))
+    return draw_window(config.seed, step, max(map(len, batch)), config.min_sinks)
 
 
 def count_positions(sample: Sample, lossless: int) -> int:
@@ -339,6 +340,7 @@ RESUME_FIELDS = (
     "warmup",
     "loss",
     "train_window",
+    "min_sinks",
     "window",
     "sinks",
     "shuffle_buffer",
