@@ -11,7 +11,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# The CPU build of torch first, so nothing below pulls a multi-GB CUDA build.
 	$(BIN)/python -m pip install -q "torch==2.13.0"
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q -e ".[eval,plots]"
+	$(BIN)/python -m pip install -q --group test
 	touch $(STAMP)
 
 # The real demo: SmolLM2-135M-Instruct (fetched and converted once) with the shipped AHN.

@@ -14,7 +14,7 @@ from torch import nn
 
 from ahn import atomic
 from ahn.config import AHNConfig
-from ahn.integration.augment import augment, runtime_of, trainable_parameters
+from ahn.integration.augment import augment, is_augmented, runtime_of, trainable_parameters
 
 WEIGHTS_NAME = "ahn_model.safetensors"
 CONFIG_NAME = "ahn_config.json"
@@ -106,7 +106,7 @@ def load(base_model: nn.Module, path: str | os.PathLike) -> nn.Module:
         raise FileNotFoundError(
             f"{path} holds neither {CONFIG_NAME} (ahn.save) nor config.json (official AHN)"
         )
-    if getattr(base_model, "_ahn_runtime", None) is None:
+    if not is_augmented(base_model):
         augment(base_model, config)
     _load_tensors(base_model, tensors, path)
     return base_model

@@ -91,12 +91,10 @@ def _stream(model, tokenizer, ids, max_new_tokens, temperature, state):
     import torch
     from tqdm import tqdm
 
-    from ahn.integration.augment import runtime_of
+    from ahn.integration.augment import is_augmented, runtime_of
 
     state = {} if state is None else state
-    chunk = (
-        runtime_of(model).config.prefill_chunk if hasattr(model, "_ahn_runtime") else ids.shape[1]
-    )
+    chunk = runtime_of(model).config.prefill_chunk if is_augmented(model) else ids.shape[1]
     cache, logits = None, None
     with tqdm(
         total=ids.shape[1],

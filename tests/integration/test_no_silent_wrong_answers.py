@@ -58,3 +58,26 @@ def test_a_callers_ahn_cache_is_used_and_filled_by_generate(model, ids):
 def test_unsupported_cache_implementations_get_a_clear_error(model, ids, implementation):
     with pytest.raises(ValueError, match=f"cache_implementation='{implementation}'.*dynamic"):
         model.generate(ids[:, :10], max_new_tokens=2, cache_implementation=implementation)
+
+
+def test_save_pretrained_points_at_ahn_save(model, tmp_path):
+    with pytest.raises(ValueError, match=r"ahn\.save"):
+        model.save_pretrained(tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_unaugment_gives_the_base_model_back(ids, tmp_path):
+    reference = make_model("qwen2-gqa")
+    model = make_model("qwen2-gqa")
+    names = {n for n, _ in model.named_parameters()}
+    ahn.augment(model, ahn.AHNConfig(window=8, sinks=2))
+    randomize_ahn(model)
+    ahn.unaugment(model)
+    assert not ahn.is_augmented(model)
+    assert {n for n, _ in model.named_parameters()} == names
+    assert all(p.requires_grad for p in model.parameters())
+    assert torch.equal(model(ids).logits, reference(ids).logits)
+    model.save_pretrained(tmp_path / "base")  # a plain transformers model again
+    out = model.generate(ids[:, :10], max_new_tokens=3, do_sample=False)
+    assert torch.equal(out, reference.generate(ids[:, :10], max_new_tokens=3, do_sample=False))
+    ahn.augment(model, ahn.AHNConfig(window=8, sinks=2))  # and it can be augmented again

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
+from ahn import atomic
 from ahn.demo.evaluate import METHODS
 
 COLUMNS = (  # (header, key, format)
@@ -113,19 +113,12 @@ def markdown(report: dict, plots: list[str]) -> str:
     return "\n".join(lines)
 
 
-def write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_report(report: dict, output: Path) -> list[Path]:
     """`report.json`, plots and `report.md` under `output`. Returns the written paths."""
     output.mkdir(parents=True, exist_ok=True)
     plots = write_plots(report, output)
-    write_text(output / "report.json", json.dumps(report, indent=2) + "\n")
-    write_text(output / "report.md", markdown(report, [str(p) for p in plots]))
+    atomic.write_json(output / "report.json", report)
+    atomic.write_text(output / "report.md", markdown(report, [str(p) for p in plots]))
     return [output / "report.json", output / "report.md", *plots]
 
 

@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 import ahn
+from ahn import atomic
 from ahn.config import MODES
 from ahn.eval import benchmarks, nll, synthetic
 from ahn.integration.augment import runtime_of
@@ -338,13 +339,6 @@ def read_records(path: Path) -> list[dict]:
     return records
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to a temporary file beside `path`, then rename it over `path`."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def evaluate(model, tokenizer, config: EvalConfig, output_dir: str | Path, progress: bool = True):
     """Run `config` on an augmented `model`; returns the results dict (also in results.json).
 
@@ -388,7 +382,7 @@ def evaluate(model, tokenizer, config: EvalConfig, output_dir: str | Path, progr
     bar.close()
     results = report.aggregate([records[k] for k in wanted], window, sinks)
     results["config"] = asdict(config)
-    write_atomic(out / "results.json", json.dumps(results, indent=2) + "\n")
-    write_atomic(out / "results.md", report.markdown(results))
+    atomic.write_json(out / "results.json", results)
+    atomic.write_text(out / "results.md", report.markdown(results))
     report.plots(results, out)
     return results

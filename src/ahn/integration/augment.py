@@ -45,6 +45,7 @@ class Runtime:
     pad: torch.Tensor | None = None
     pad_max: int = 0
     handles: list = field(default_factory=list)
+    requires_grad: dict = field(default_factory=dict)  # base parameter name -> flag before
 
     def new_cache(self) -> AHNCache:
         return AHNCache(len(self.decoder.layers), self.windowed, self.window, self.sinks)
@@ -68,6 +69,7 @@ def augment(model: nn.Module, config: AHNConfig) -> nn.Module:
     bad = sorted(i for i in windowed if i >= len(decoder.layers))
     if bad:
         raise ValueError(f"layers={bad} out of range: the model has {len(decoder.layers)} layers")
+    before = {n: p.requires_grad for n, p in model.named_parameters()}
     for p in model.parameters():
         p.requires_grad_(False)
     for i in sorted(windowed):
@@ -85,6 +87,7 @@ def augment(model: nn.Module, config: AHNConfig) -> nn.Module:
         windowed,
         window=config.window,
         sinks=config.sinks,
+        requires_grad=before,
     )
     model._ahn_runtime = rt
     rt.handles.append(decoder.register_forward_pre_hook(_decoder_pre_hook, with_kwargs=True))
@@ -98,7 +101,36 @@ def augment(model: nn.Module, config: AHNConfig) -> nn.Module:
         model._prepare_cache_for_generation = _generation_cache(
             model, model._prepare_cache_for_generation
         )
+    model.save_pretrained = _refuse_save_pretrained
     set_mode(model, "ahn")
+    return model
+
+
+def _refuse_save_pretrained(*args, **kwargs):
+    raise ValueError(
+        "save_pretrained on an AHN-augmented model would write base and AHN weights in a layout "
+        "neither transformers nor ahn.load reads: save the AHN with ahn.save(model, path) and "
+        "reload it with ahn.load(base_model, path); ahn.unaugment(model) gives the base back"
+    )
+
+
+def unaugment(model: nn.Module) -> nn.Module:
+    """Undo `augment`: remove the hooks, the AHN modules and the wrappers, restore the base's
+    attention implementation and `requires_grad` flags. Returns the same (base) model."""
+    rt = runtime_of(model)
+    for handle in rt.handles:
+        handle.remove()
+    for layer in rt.decoder.layers:
+        if hasattr(layer, "ahn"):
+            del layer.ahn
+        for name in ("_ahn_runtime", "_ahn_index", "_ahn_context"):
+            layer.self_attn.__dict__.pop(name, None)
+    for name in ("forward", "save_pretrained", "_prepare_cache_for_generation", "_ahn_runtime"):
+        model.__dict__.pop(name, None)  # the instance overrides; the class methods remain
+    rt.decoder.__dict__.pop("_ahn_runtime", None)
+    model.config._attn_implementation = rt.base_attention
+    for name, param in model.named_parameters():
+        param.requires_grad_(rt.requires_grad.get(name, True))
     return model
 
 
@@ -125,6 +157,10 @@ def _inspect(model: nn.Module) -> tuple[nn.Module, tuple[int, int, int]]:
             raise ValueError(f"{name} is not supported: its config has no `{attr}`")
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     return decoder, (cfg.hidden_size, cfg.num_attention_heads, head_dim)
+
+
+def is_augmented(model: nn.Module) -> bool:
+    return getattr(model, "_ahn_runtime", None) is not None
 
 
 def runtime_of(model: nn.Module) -> Runtime:

@@ -9,7 +9,6 @@ the run's config).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -19,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import ahn
+from ahn import atomic
 from ahn.train.sharding import full_tensor, shard_like
 
 STATE_FILE = "trainer_state.json"
@@ -71,10 +71,8 @@ def save_ahn_into(model: torch.nn.Module, directory: str | Path) -> None:
 
 
 def write_json(path: Path, data: dict) -> None:
-    """Atomic json write: a temporary file renamed over `path`."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    """Atomic json write (`ahn.atomic`), keys sorted."""
+    atomic.write_json(path, data, sort_keys=True)
 
 
 def optimizer_tensors(

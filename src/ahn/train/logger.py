@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 from tqdm.auto import tqdm
+
+from ahn import atomic
 
 LOG_FILE = "train_log.jsonl"
 BAR_FIELDS = {"loss": "loss", "kl": "kl", "ce_teacher": "ce_t", "ce_student": "ce_s"}
@@ -80,6 +81,4 @@ def _truncate_log(path: Path, start_step: int) -> None:
         return
     lines = path.read_text().splitlines()
     kept = [line for line in lines if json.loads(line)["step"] <= start_step]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    os.replace(tmp, path)
+    atomic.write_text(path, "".join(line + "\n" for line in kept))

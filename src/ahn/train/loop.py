@@ -136,7 +136,7 @@ def _enable_checkpointing(model) -> None:
 
 
 def _is_augmented(model) -> bool:
-    return getattr(model, "_ahn_runtime", None) is not None
+    return ahn.is_augmented(model)
 
 
 def _load_tokenizer(base: str):
