@@ -190,7 +190,7 @@ def test_real_demo_runs_end_to_end_on_a_converted_base(tiny, tmp_path):
     out = tmp_path / "demo"
     argv = ["demo", "--base", str(base), "--ahn", str(ahn_dir), "--output", str(out),
             "--length", "600", "--window", "64", "--sinks", "4", "--nll-pieces", "2",
-            "--passkeys", "1", "--threads", "1"]  # fmt: skip
+            "--passkeys", "1", "--threads", "1", "--chat-length", "400"]  # fmt: skip
     assert main(argv) == 0
     report = json.loads((out / "report.json").read_text())
     for method in ("full", "sliding", "ahn"):
@@ -201,6 +201,7 @@ def test_real_demo_runs_end_to_end_on_a_converted_base(tiny, tmp_path):
     assert "nll_gap_recovered" in report["results"]["ahn"]
     assert (out / "report.md").read_text().startswith("# AHN on base")
     assert (out / "eval" / "nll_vs_position_600.png").stat().st_size > 0
+    assert (out / "nll_gap_by_position.png").stat().st_size > 0
     within = {m: report["results"][m]["nll_within_window"] for m in ("full", "sliding", "ahn")}
     assert within["full"] == pytest.approx(within["sliding"], rel=1e-4)
     assert within["ahn"] == pytest.approx(within["sliding"], rel=1e-4)

@@ -148,3 +148,20 @@ def test_nll_reads_every_piece_unless_limited(tmp_path, tiny_base_dir, ahn_dir):
     assert every["items"]["nll"]["sliding"]["100"] > 2
     assert limited["items"]["nll"]["sliding"]["100"] == 2
     assert "items per score: 100: 2" in (tmp_path / "b" / "results.md").read_text()
+
+
+def test_missing_matplotlib_is_said_before_the_work_and_results_still_written(
+    tmp_path, tiny_base_dir, ahn_dir, monkeypatch, capsys
+):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ahn.eval import report
+    from ahn.eval.runner import evaluate
+
+    monkeypatch.setattr(report, "can_plot", lambda: False)
+    model = ahn.load(AutoModelForCausalLM.from_pretrained(tiny_base_dir), ahn_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_base_dir)
+    config = EvalConfig(["passkey"], [300], ["sliding"], depths=[0.5], max_new_tokens=2)
+    evaluate(model, tok, config, tmp_path, progress=False)
+    assert "matplotlib is not installed" in capsys.readouterr().out
+    assert (tmp_path / "results.json").is_file() and not list(tmp_path.glob("*.png"))

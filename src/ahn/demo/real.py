@@ -45,20 +45,25 @@ class RealDemoConfig:
     # defaults sized so that `make demo` fits 15 minutes on 2 cores, download included
     nll_pieces: int = field(default=3, metadata=_opt("held-out pieces for the NLL curves"))
     passkeys: int = field(default=1, metadata=_opt("passkey prompts per depth"))
+    chat_length: int = field(
+        default=1536, metadata=_opt("tokens of the chat prompt (its fact lies beyond the window)")
+    )
     threads: int = field(default=2, metadata=_opt("torch CPU threads"))
     seed: int = field(default=42, metadata=_opt("seed of the prompts"))
 
     def __post_init__(self) -> None:
-        for name in ("window", "length", "nll_pieces", "passkeys", "threads"):
+        for name in ("window", "length", "nll_pieces", "passkeys", "threads", "chat_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')}={getattr(self, name)} must be >= 1")
         if self.sinks < 0:
             raise ValueError(f"--sinks={self.sinks} must be >= 0")
-        if self.sinks + self.window + 256 > self.length:
-            raise ValueError(
-                f"--length={self.length} leaves too little text beyond sinks + window "
-                f"= {self.sinks + self.window}; use a length >= {self.sinks + self.window + 256}"
-            )
+        for name in ("length", "chat_length"):
+            if self.sinks + self.window + 256 > getattr(self, name):
+                raise ValueError(
+                    f"--{name.replace('_', '-')}={getattr(self, name)} leaves too little text "
+                    f"beyond sinks + window = {self.sinks + self.window}; use at least "
+                    f"{self.sinks + self.window + 256}"
+                )
 
 
 # Depths of the passkey: all leave the key more than `window` tokens before the question.
@@ -80,7 +85,8 @@ def heldout_file(out: Path) -> Path:
 
 
 def chat_prompt(tokenizer, length: int, window: int, seed: int) -> tuple[list[int], str, str]:
-    """A held-out document of about `length` tokens with a fact stated in its first quarter,
+    """A held-out document of about `length` tokens with a fact stated in its first quarter
+    (so more than `window` tokens before the question when `length` > 4/3 (window + 64)),
     then a question about it (chat template). Returns (ids, question, expected answer)."""
     from ahn import corpus
 
@@ -104,7 +110,7 @@ def chat_answers(model, tokenizer, cfg: RealDemoConfig) -> dict:
 
     import ahn
 
-    ids, question, expected = chat_prompt(tokenizer, cfg.length, cfg.window, cfg.seed)
+    ids, question, expected = chat_prompt(tokenizer, cfg.chat_length, cfg.window, cfg.seed)
     x = torch.tensor([ids])
     answers = {}
     for method in METHODS:
@@ -235,9 +241,38 @@ def markdown(report: dict) -> str:
         *(f"- {m}: {chat[m]['answer']!r}" for m in METHODS),
         "",
         f"![NLL by position](eval/nll_vs_position_{c['length']}.png)",
+        "![NLL minus full attention's](nll_gap_by_position.png)",
         "",
     ]
     return "\n".join(lines)
+
+
+def plot_gap(report: dict, out: Path) -> Path | None:
+    """`nll_gap_by_position.png`: NLL minus full attention's, by position, for sliding and ahn
+    (the memory's effect, without the documents' own ups and downs)."""
+    try:
+        import matplotlib
+    except ImportError:
+        print("matplotlib is not installed (pip install 'ahn[plots]'): no gap plot written")
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves, c = report["nll_curves"], report["config"]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for method in ("sliding", "ahn"):
+        gap = [a - b for a, b in zip(curves[method]["nll"], curves["full"]["nll"], strict=True)]
+        ax.plot(curves[method]["position"], gap, "o-", ms=3, label=f"{method} - full")
+    ax.axhline(0, color="black", lw=0.8)
+    ax.axvline(c["sinks"] + c["window"], color="grey", ls="--", label="sinks + window")
+    ax.set(xlabel="position", ylabel="NLL - NLL(full)", title="Cost of forgetting, by position")
+    ax.legend()
+    fig.tight_layout()
+    path = out / "nll_gap_by_position.png"
+    with atomic.temp_path(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def run(args: argparse.Namespace) -> int:
@@ -247,6 +282,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(cfg.output)
     atomic.write_json(out / "report.json", report)
     atomic.write_text(out / "report.md", markdown(report))
+    plot_gap(report, out)
     print(markdown(report))
     print(f"Wrote {out / 'report.json'}, {out / 'report.md'} and plots under {out / 'eval'}")
     return 0

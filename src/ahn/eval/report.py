@@ -194,6 +194,13 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def can_plot() -> bool:
+    """Whether matplotlib (the `plots` extra) is importable."""
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
+
+
 def plots(results: dict, out: Path) -> list[Path]:
     """score_vs_length.png, depth_heatmap_<task>.png, nll_vs_position_<length>.png."""
     import matplotlib

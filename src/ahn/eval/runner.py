@@ -353,6 +353,10 @@ def evaluate(model, tokenizer, config: EvalConfig, output_dir: str | Path, progr
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    can_plot = report.can_plot()  # checked before hours of work, not after
+    if not can_plot:
+        print("ahn eval: matplotlib is not installed (pip install 'ahn[plots]'): results.json "
+              "and results.md will be written, the PNG plots will not")  # fmt: skip
     path = out / "predictions.jsonl"
     identity = run_identity(model, config)
     run_key = _identity_key(identity)
@@ -384,5 +388,6 @@ def evaluate(model, tokenizer, config: EvalConfig, output_dir: str | Path, progr
     results["config"] = asdict(config)
     atomic.write_json(out / "results.json", results)
     atomic.write_text(out / "results.md", report.markdown(results))
-    report.plots(results, out)
+    if can_plot:
+        report.plots(results, out)
     return results
