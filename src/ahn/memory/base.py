@@ -28,19 +28,6 @@ class GroupLinear(nn.Module):
         return torch.matmul(x.transpose(1, 2), cast(self.weight, x.dtype)).transpose(1, 2)
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """RMSNorm over the last dimension, computed in float32."""
-    x32 = x.float()
-    x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
-    return (x32 * weight.float()).to(x.dtype)
-
-
-def l2_normalize(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """`x / sqrt(sum(x^2) + eps)` over the last dimension, as fla's in-kernel normalisation."""
-    x32 = x.float()
-    return (x32 * torch.rsqrt(x32.pow(2).sum(-1, keepdim=True) + eps)).to(x.dtype)
-
-
 def init_A_log(num_heads: int, low: float, high: float, device=None) -> torch.Tensor:
     """Mamba-style `A_log = log(A)`, `A ~ U(low, high)`."""
     A = torch.empty(num_heads, dtype=torch.float32, device=device).uniform_(low, high)

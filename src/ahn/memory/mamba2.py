@@ -7,14 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ahn import ops
-from ahn.memory.base import (
-    GroupLinear,
-    MemoryModule,
-    init_A_log,
-    init_dt_bias,
-    l2_normalize,
-    rms_norm,
-)
+from ahn.memory.base import GroupLinear, MemoryModule, init_A_log, init_dt_bias
+from ahn.ops.utils import l2_normalize, rms_norm
 
 CHUNK_SIZE = 64
 

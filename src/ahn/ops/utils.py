@@ -6,6 +6,7 @@ import functools
 import importlib
 
 import torch
+import torch.nn.functional as F
 
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -13,6 +14,16 @@ FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 def l2norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """L2-normalise the last dimension as fla does: `x / sqrt(sum(x^2) + eps)`."""
     return x * torch.rsqrt(x.pow(2).sum(-1, keepdim=True) + eps)
+
+
+def l2_normalize(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """`l2norm` computed in float32, returned in `x`'s dtype."""
+    return cast(l2norm(fp32(x), eps), x.dtype)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm over the last dimension, computed in float32, returned in `x`'s dtype."""
+    return cast(F.rms_norm(fp32(x), (x.shape[-1],), eps=eps) * fp32(weight), x.dtype)
 
 
 def cast(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
