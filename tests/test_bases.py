@@ -190,7 +190,7 @@ def test_real_demo_runs_end_to_end_on_a_converted_base(tiny, tmp_path):
     out = tmp_path / "demo"
     argv = ["demo", "--base", str(base), "--ahn", str(ahn_dir), "--output", str(out),
             "--length", "600", "--window", "64", "--sinks", "4", "--nll-pieces", "2",
-            "--passkeys", "1", "--threads", "1", "--chat-length", "400"]  # fmt: skip
+            "--passkeys", "1", "--threads", "1", "--chat-length", "1000"]  # fmt: skip
     assert main(argv) == 0
     report = json.loads((out / "report.json").read_text())
     for method in ("full", "sliding", "ahn"):

@@ -94,8 +94,15 @@ def chat_prompt(tokenizer, length: int, window: int, seed: int) -> tuple[list[in
     docs = docs or corpus.documents("heldout")
     rng = random.Random(seed)
     sample = None
-    while sample is None:
+    for _ in range(100):  # a draw fails only when the document is shorter than the prompt
         sample = corpus.fact_chat(rng.choice(docs), tokenizer, length, length * 3 // 4, rng)
+        if sample is not None:
+            break
+    else:
+        raise ValueError(
+            f"--chat-length={length} leaves no room for a fact {length * 3 // 4} tokens back "
+            "plus the question with this tokenizer; use a longer --chat-length"
+        )
     user, answer = sample["messages"][0]["content"], sample["messages"][1]["content"]
     ids = tokenizer.apply_chat_template(
         [{"role": "user", "content": user}], add_generation_prompt=True, tokenize=True
