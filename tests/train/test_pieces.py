@@ -66,7 +66,7 @@ def test_warmup_is_a_fraction_or_a_step_count(tmp_path):
 
 
 def parse(argv):
-    return build_parser().parse_args(["train", *argv])
+    return build_parser("train").parse_args(["train", *argv])
 
 
 def test_cli_flags_mirror_the_config(tmp_path):
