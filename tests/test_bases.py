@@ -186,7 +186,7 @@ def test_real_demo_runs_end_to_end_on_a_converted_base(tiny, tmp_path):
     torch.manual_seed(0)
     for _, p in ahn.trainable_parameters(model):
         p.data.normal_(0.0, 0.2)
-    ahn_dir = ahn.save(model, tmp_path / "ahn")
+    ahn_dir = ahn.save(model, tmp_path / "ahn", training={"steps": 1})
     out = tmp_path / "demo"
     argv = ["demo", "--base", str(base), "--ahn", str(ahn_dir), "--output", str(out),
             "--length", "600", "--window", "64", "--sinks", "4", "--nll-pieces", "2",
@@ -199,6 +199,7 @@ def test_real_demo_runs_end_to_end_on_a_converted_base(tiny, tmp_path):
         assert isinstance(report["chat"][method]["answer"], str)
     assert report["results"]["sliding"]["cache_bytes"] < report["results"]["full"]["cache_bytes"]
     assert "nll_gap_recovered" in report["results"]["ahn"]
+    assert report["ahn"]["training"] == {"steps": 1}  # the summary ahn.save keeps
     assert (out / "report.md").read_text().startswith("# AHN on base")
     assert (out / "eval" / "nll_vs_position_600.png").stat().st_size > 0
     assert (out / "nll_gap_by_position.png").stat().st_size > 0

@@ -19,16 +19,8 @@ from pathlib import Path
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Write `text` to `path` atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    with temp_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return path
 
 

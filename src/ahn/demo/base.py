@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from transformers import (
     Qwen2Tokenizer,
 )
 
+from ahn import atomic
 from ahn.demo import BASE_DIR, TASK_FILE  # light constants, re-exported here
 from ahn.demo.tasks import SPECIALS, TOKEN_ID, VOCAB, Batch, TaskConfig, make_batch
 
@@ -165,23 +164,11 @@ def save_base(
     """Write model (safetensors, `dtype`), tokenizer and `info` (as `TASK_FILE`) to directory
     `path`, atomically (a temporary directory renamed into place)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with atomic.directory(path) as tmp:
         model.to(dtype).save_pretrained(tmp)
         model.float()
         build_tokenizer().save_pretrained(tmp)
         (tmp / TASK_FILE).write_text(json.dumps(info, indent=2) + "\n")
-        for file in tmp.iterdir():
-            file.chmod(0o644)
-        tmp.chmod(0o755)
-        old = path.with_name(f".{path.name}.old")
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 

@@ -84,10 +84,10 @@ def heldout_file(out: Path) -> Path:
     return out / "heldout.jsonl"
 
 
-def chat_prompt(tokenizer, length: int, window: int, seed: int) -> tuple[list[int], str, str]:
+def chat_prompt(tokenizer, length: int, seed: int) -> tuple[list[int], str, str]:
     """A held-out document of about `length` tokens with a fact stated in its first quarter
-    (so more than `window` tokens before the question when `length` > 4/3 (window + 64)),
-    then a question about it (chat template). Returns (ids, question, expected answer)."""
+    (at least 3/4 `length` tokens before the question), then a question about it (chat
+    template). Returns (ids, question, expected answer)."""
     from ahn import corpus
 
     docs = [d for d in corpus.documents("heldout") if d.name.startswith("topics:")]
@@ -117,7 +117,7 @@ def chat_answers(model, tokenizer, cfg: RealDemoConfig) -> dict:
 
     import ahn
 
-    ids, question, expected = chat_prompt(tokenizer, cfg.chat_length, cfg.window, cfg.seed)
+    ids, question, expected = chat_prompt(tokenizer, cfg.chat_length, cfg.seed)
     x = torch.tensor([ids])
     answers = {}
     for method in METHODS:
@@ -163,6 +163,7 @@ def run_demo(cfg: RealDemoConfig) -> dict:
 
     import ahn
     from ahn import bases
+    from ahn.checkpoint import CONFIG_NAME
     from ahn.eval.flops import efficiency
     from ahn.eval.runner import EvalConfig, evaluate
 
@@ -173,9 +174,9 @@ def run_demo(cfg: RealDemoConfig) -> dict:
     print(f"base: {base}")
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
-    ahn.load(model, cfg.ahn)
-    ahn_info = json.loads((Path(cfg.ahn) / "ahn_config.json").read_text())
-    training = Path(cfg.ahn) / "training.json"
+    ahn_dir = Path(bases.resolve(cfg.ahn))
+    ahn.load(model, ahn_dir)
+    ahn_info = json.loads((ahn_dir / CONFIG_NAME).read_text())
     eval_dir = out / "eval"
     if eval_dir.exists():
         shutil.rmtree(eval_dir)  # a fresh evaluation: never a stale prediction
@@ -204,7 +205,7 @@ def run_demo(cfg: RealDemoConfig) -> dict:
             "path": cfg.ahn,
             "config": ahn_info["config"],
             "parameters": sum(p.numel() for _, p in ahn.trainable_parameters(model)),
-            "training": json.loads(training.read_text()) if training.is_file() else None,
+            "training": ahn_info.get("training"),
         },
         "results": summarise(results, cfg, flops),
         "nll_curves": results["nll"][str(cfg.length)],

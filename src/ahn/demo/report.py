@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from ahn import atomic
@@ -138,10 +137,9 @@ def write_plots(report: dict, output: Path) -> list[Path]:
         draw(ax, report)
         fig.tight_layout()
         path = output / f"{name}.png"
-        tmp = output / f".{name}.tmp.png"
-        fig.savefig(tmp, dpi=100)
+        with atomic.temp_path(path, ".png") as tmp:
+            fig.savefig(tmp, dpi=100)
         plt.close(fig)
-        os.replace(tmp, path)
         paths.append(path)
     return paths
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ahn import atomic
+
 METHOD_ORDER = ("full", "sliding", "ahn")
 
 
@@ -257,8 +259,7 @@ def _heatmap(plt, task: str, per_method: dict, path: Path) -> Path:
 def _save(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    tmp = path.with_name("tmp-" + path.name)
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
+    with atomic.temp_path(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=100, bbox_inches="tight")
     plt.close(fig)
-    tmp.replace(path)
     return path

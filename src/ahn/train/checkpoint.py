@@ -51,12 +51,7 @@ def staging_dir(output: str | Path, step: int) -> Path:
 def publish(tmp: Path) -> Path:
     """Rename a finished `checkpoint-STEP.tmp/` to `checkpoint-STEP/`, replacing an older one."""
     final = tmp.with_suffix("")
-    if final.exists():
-        old = tmp.with_suffix(".old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-        shutil.rmtree(old)
-    os.replace(tmp, final)
+    atomic.replace_dir(tmp, final)
     return final
 
 

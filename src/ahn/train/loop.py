@@ -107,17 +107,18 @@ def train(
 
 def prepare_model(config: TrainConfig, env: DistEnv, model, tokenizer):
     """Load (or take) the base, augment it, freeze it, keep AHN weights in float32."""
+    base = None if config.base is None else resolve(config.base)
     if model is None:
-        if config.base is None:
+        if base is None:
             raise ValueError("no base model: give --base DIR (or pass `model=`)")
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(
-            resolve(config.base), dtype=dtypes.resolve(config.dtype, env.device.type)
+            base, dtype=dtypes.resolve(config.dtype, env.device.type)
         )
-    if tokenizer is None and config.base is not None:
-        tokenizer = _load_tokenizer(resolve(config.base))
-    if not _is_augmented(model):
+    if tokenizer is None and base is not None:
+        tokenizer = _load_tokenizer(base)
+    if not ahn.is_augmented(model):
         ahn.augment(model, config.ahn_config())
     model.to(env.device)
     for _, param in ahn.trainable_parameters(model):
@@ -133,10 +134,6 @@ def _enable_checkpointing(model) -> None:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-
-
-def _is_augmented(model) -> bool:
-    return ahn.is_augmented(model)
 
 
 def _load_tokenizer(base: str):
