@@ -13,6 +13,7 @@ _EXPORTS = {
     "AHNConfig": "ahn.config",
     "MEMORY_TYPES": "ahn.config",
     "MODES": "ahn.config",
+    "export_official": "ahn.checkpoint",
     "load": "ahn.checkpoint",
     "save": "ahn.checkpoint",
     "augment": "ahn.integration.augment",
@@ -20,12 +21,16 @@ _EXPORTS = {
     "mode": "ahn.integration.augment",
     "new_cache": "ahn.integration.augment",
     "set_mode": "ahn.integration.augment",
+    "set_window": "ahn.integration.augment",
     "trainable_parameters": "ahn.integration.augment",
     "unaugment": "ahn.integration.augment",
     "window": "ahn.integration.augment",
     "AHNCache": "ahn.integration.cache",
     "cache_bytes": "ahn.integration.cache",
     "fetch_base": "ahn.bases",
+    "load_memory": "ahn.memfile",
+    "read": "ahn.memfile",
+    "save_memory": "ahn.memfile",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -56,6 +56,28 @@ def save(
     return path
 
 
+def export_official(model: nn.Module, path: str | os.PathLike) -> Path:
+    """Write the AHN of an augmented model in the official ByteDance layout, atomically: the
+    AHN-only `model.safetensors` and the base's `config.json` carrying `_ahn_implementation`,
+    `sliding_window`, `num_attn_sinks` and `fa_layer_ids` (the layers kept at full attention).
+    `load` reads it back; the official code reads it for the Qwen2 / Qwen3 bases it supports."""
+    rt = runtime_of(model)
+    official_name = {ours: theirs for theirs, ours in OFFICIAL_MEMORY.items()}
+    tensors = {n: p.detach().cpu().contiguous() for n, p in trainable_parameters(model)}
+    config = model.config.to_dict()
+    for key in ("_attn_implementation", "_attn_implementation_internal"):
+        config.pop(key, None)
+    full = [i for i in range(len(rt.decoder.layers)) if i not in rt.windowed]
+    config.update({"_ahn_implementation": official_name[rt.config.memory],
+                   "sliding_window": rt.config.window, "num_attn_sinks": rt.config.sinks,
+                   "fa_layer_ids": ",".join(map(str, full)), "use_q_proj": False})  # fmt: skip
+    path = Path(path)
+    with atomic.directory(path) as tmp:
+        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return path
+
+
 def model_card(config: AHNConfig, base: str, tensors: dict, training: dict | None) -> str:
     """A Hub model card: YAML front matter (`library_name: ahn`, `base_model`, ...) and a
     short description of the memory and how to load it."""

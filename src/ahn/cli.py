@@ -9,6 +9,9 @@ import sys
 # name -> (module, help). The module defines `add_arguments(parser)` and `run(args) -> int`.
 COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("ahn.generate", "stream an answer with constant-memory AHN generation"),
+    "read": ("ahn.cli_read", "read a document once into a constant-size memory file"),
+    "ask": ("ahn.cli_ask", "answer questions from a memory file without re-reading the document"),
+    "export": ("ahn.cli_export", "write an AHN in the official ByteDance checkpoint layout"),
     "flops": ("ahn.eval.flops", "FLOPs and cache bytes of full attention vs AHN from a config"),
     "eval": ("ahn.eval.cli", "full / sliding / AHN side by side on long-context tasks"),
     "train": ("ahn.train.cli", "train an AHN for a base model by self-distillation"),

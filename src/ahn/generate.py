@@ -1,139 +1,169 @@
-"""`ahn generate`: stream an answer with constant-memory AHN generation."""
+"""`ahn generate`: stream an answer with transformers' `model.generate` (constant memory in
+the "ahn" and "sliding" modes). The model loading and decoding flags here are shared with
+`ahn read` / `ahn ask`."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+import time
 from pathlib import Path
 
 from ahn import dtypes
 
 
-def add_arguments(parser) -> None:
+def add_model_arguments(parser) -> None:
+    """--base / --ahn / --mode / --dtype / --device: how every inference command loads a model."""
     parser.add_argument(
-        "--base", required=True, help="base model directory, or a name of `ahn fetch-base`"
+        "--base", required=True, help="base model directory, Hub id, or a name of `ahn fetch-base`"
     )
-    parser.add_argument("--ahn", help="AHN directory (ahn.save output or official checkpoint)")
-    prompt = parser.add_mutually_exclusive_group(required=True)
-    prompt.add_argument("--prompt", help="prompt text")
-    prompt.add_argument("--prompt-file", help="file holding the prompt text")
-    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--ahn", help="AHN directory or Hub id (ahn.save output or official)")
     parser.add_argument(
         "--mode", choices=("full", "sliding", "ahn"), help="default: ahn with --ahn, else full"
     )
-    parser.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     parser.add_argument("--dtype", choices=dtypes.CHOICES, default="auto")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
+
+
+def add_decoding_arguments(parser) -> None:
+    """Decoding flags, applied on top of the model directory's generation_config.json."""
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    parser.add_argument("--top-p", type=float, help="nucleus sampling (with --temperature > 0)")
+    parser.add_argument("--top-k", type=int, help="top-k sampling (with --temperature > 0)")
+    parser.add_argument("--repetition-penalty", type=float, help="> 1 penalises repeats")
+    parser.add_argument(
+        "--stop", action="append", default=[], metavar="TEXT", help="stop string (repeatable)"
+    )
     parser.add_argument("--seed", type=int, default=0)
 
 
-def run(args) -> int:
+def add_arguments(parser) -> None:
+    add_model_arguments(parser)
+    prompt = parser.add_mutually_exclusive_group(required=True)
+    prompt.add_argument("--prompt", help="prompt text")
+    prompt.add_argument("--prompt-file", help="file holding the prompt text")
+    parser.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
+    add_decoding_arguments(parser)
+
+
+def load_model(args):
+    """(model, tokenizer, mode) from --base / --ahn / --mode / --dtype / --device."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import ahn
     from ahn.bases import resolve
-    from ahn.integration.cache import cache_bytes
 
-    base = resolve(args.base)
-    if args.max_new_tokens < 1:
-        raise ValueError(f"--max-new-tokens={args.max_new_tokens} must be >= 1")
-    if args.temperature < 0:
-        raise ValueError(f"--temperature={args.temperature} must be >= 0")
     mode = args.mode or ("ahn" if args.ahn else "full")
     if mode != "full" and not args.ahn:
         raise ValueError(f"--mode {mode} needs --ahn DIR (the AHN to use)")
-    text = Path(args.prompt_file).read_text() if args.prompt_file else args.prompt
-    torch.manual_seed(args.seed)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise ValueError(
+            f"--device {args.device!r} is not a torch device (cpu, cuda, cuda:1)"
+        ) from None
+    base = resolve(args.base)
     tokenizer = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtypes.resolve(args.dtype)).eval()
+    dtype = dtypes.resolve(args.dtype, device.type)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype).to(device).eval()
     if args.ahn:
         ahn.load(model, args.ahn)
         ahn.set_mode(model, mode)
-    if args.chat:
-        messages = [{"role": "user", "content": text}]
-        ids = tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, return_tensors="pt"
-        )
-        ids = ids if isinstance(ids, torch.Tensor) else ids["input_ids"]
-    else:
-        ids = tokenizer(text, return_tensors="pt").input_ids
-    state = {}
-    for piece in stream_generate(
-        model, tokenizer, ids, args.max_new_tokens, args.temperature, state
-    ):
-        sys.stdout.write(piece)
-        sys.stdout.flush()
-    sys.stdout.write("\n")
-    cache = state["cache"]
-    print(
-        f"[ahn] mode={mode} tokens seen={cache.get_seq_length()} "
-        f"cache={cache_bytes(cache) / 2**20:.2f} MiB",
-        file=sys.stderr,
+    return model, tokenizer, mode
+
+
+def generation_config(model, args):
+    """The model's GenerationConfig with the decoding flags applied (checked first)."""
+    import copy
+
+    if args.max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens={args.max_new_tokens} must be >= 1")
+    if args.temperature < 0:
+        raise ValueError(f"--temperature={args.temperature} must be >= 0 (0 = greedy)")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise ValueError(f"--top-p={args.top_p} must be in (0, 1]")
+    if args.top_k is not None and args.top_k < 1:
+        raise ValueError(f"--top-k={args.top_k} must be >= 1")
+    if args.repetition_penalty is not None and args.repetition_penalty <= 0:
+        raise ValueError(f"--repetition-penalty={args.repetition_penalty} must be > 0")
+    config = copy.deepcopy(model.generation_config)
+    config.max_new_tokens = args.max_new_tokens
+    config.do_sample = args.temperature > 0
+    sampling = dict(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k)
+    for key, value in sampling.items():
+        setattr(config, key, value if config.do_sample else None)
+    if args.repetition_penalty is not None:
+        config.repetition_penalty = args.repetition_penalty
+    config.stop_strings = args.stop or None
+    config.return_dict_in_generate = True
+    return config
+
+
+def prompt_ids(tokenizer, text: str, chat: bool):
+    """[1, T] ids of `text`, wrapped in the tokenizer's chat template when `chat`."""
+    import torch
+
+    if not chat:
+        return tokenizer(text, return_tensors="pt").input_ids
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("--chat: this tokenizer has no chat template")
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], add_generation_prompt=True, return_tensors="pt"
     )
-    return 0
+    return ids if isinstance(ids, torch.Tensor) else ids["input_ids"]
 
 
-def stream_generate(
-    model, tokenizer, ids, max_new_tokens, temperature=0.0, state=None
-) -> Iterator[str]:
-    """Prefill `ids` [1, T] in chunks (progress bar on stderr), then yield decoded text pieces.
+def stream(model, tokenizer, ids, config, cache=None):
+    """`model.generate` with a text streamer on stdout; returns (new token ids [1, N], the cache
+    at the end, seconds).
 
-    `state["cache"]` holds the cache at the end.
-    """
+    `cache`: the cache to continue (a memory from `ahn.read` / `ahn.load_memory`, whose tokens
+    `ids` follows), or None for a new one."""
     import torch
+    from transformers import TextStreamer
 
+    device = next(model.parameters()).device
+    ids = ids.to(device)
+    streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    start = time.perf_counter()
     with torch.no_grad():
-        yield from _stream(model, tokenizer, ids, max_new_tokens, temperature, state)
+        out = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            generation_config=config,
+            cache=cache,
+            streamer=streamer,
+            tokenizer=tokenizer,
+        )
+    seconds = time.perf_counter() - start
+    return out.sequences[:, ids.shape[1] :], out.cache, seconds
 
 
-def _stream(model, tokenizer, ids, max_new_tokens, temperature, state):
-    import torch
-    from tqdm import tqdm
+def report(mode: str, cache, new_tokens: int, seconds: float) -> str:
+    from ahn.integration.cache import cache_bytes
 
-    from ahn.integration.augment import is_augmented, runtime_of
-
-    state = {} if state is None else state
-    chunk = runtime_of(model).config.prefill_chunk if is_augmented(model) else ids.shape[1]
-    cache, logits = None, None
-    with tqdm(
-        total=ids.shape[1],
-        desc="prefill",
-        unit="tok",
-        file=sys.stderr,
-        disable=ids.shape[1] <= chunk,
-    ) as bar:
-        for a in range(0, ids.shape[1], chunk):
-            out = model(ids[:, a : a + chunk], cache=cache, use_cache=True, logits_to_keep=1)
-            cache, logits = out.cache, out.logits[:, -1]
-            bar.update(min(chunk, ids.shape[1] - a))
-    eos = _eos_ids(model, tokenizer)
-    generated, shown = [], ""
-    for _ in range(max_new_tokens):
-        token = _pick(logits, temperature)
-        if token in eos:
-            break
-        generated.append(token)
-        text = tokenizer.decode(generated, skip_special_tokens=True)
-        yield text[len(shown) :]
-        shown = text
-        out = model(torch.tensor([[token]], device=ids.device), cache=cache, use_cache=True)
-        cache, logits = out.cache, out.logits[:, -1]
-    state["cache"] = cache
+    return (
+        f"[ahn] mode={mode} tokens seen={cache.get_seq_length()} "
+        f"cache={cache_bytes(cache) / 2**20:.2f} MiB, {new_tokens} new tokens in {seconds:.2f} s "
+        f"({new_tokens / max(seconds, 1e-9):.1f} tokens/s)"
+    )
 
 
-def _pick(logits, temperature: float) -> int:
+def run(args) -> int:
     import torch
 
-    if temperature == 0:
-        return int(logits.argmax(-1))
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    return int(torch.multinomial(probs, 1))
+    import ahn
 
-
-def _eos_ids(model, tokenizer) -> set[int]:
-    eos = model.generation_config.eos_token_id if model.generation_config else None
-    eos = eos if eos is not None else tokenizer.eos_token_id
-    if eos is None:
-        return set()
-    return set(eos) if isinstance(eos, (list, tuple)) else {eos}
+    text = Path(args.prompt_file).read_text() if args.prompt_file else args.prompt
+    model, tokenizer, mode = load_model(args)
+    config = generation_config(model, args)
+    torch.manual_seed(args.seed)
+    ids = prompt_ids(tokenizer, text, args.chat)
+    cache = None
+    if mode != "full" and ids.shape[1] > 1:  # read the prompt with a progress bar first
+        cache = ahn.read(model, ids[:, :-1], progress=True)
+        ids = ids[:, -1:]
+    new, cache, seconds = stream(model, tokenizer, ids, config, cache)
+    print(report(mode, cache, new.shape[1], seconds), file=sys.stderr)
+    return 0

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import save_file
-from tiny_models import make_ahn_model, make_model
+from tiny_models import make_ahn_model, make_model, randomize_ahn
 
 import ahn
 
@@ -155,3 +155,29 @@ def test_load_by_hub_repo_id_from_the_local_hub_cache(tmp_path, monkeypatch):
     assert all(torch.equal(expected[n], got[n]) for n in expected)
     with pytest.raises(FileNotFoundError, match="org/missing"):
         resolve("org/missing", cache_dir=str(tmp_path / "hub"))
+
+
+@pytest.mark.parametrize("memory", ["gated_deltanet", "deltanet", "mamba2"])
+def test_export_official_round_trip(memory, tmp_path, ids):
+    model = make_ahn_model(memory=memory, window=8, sinks=2, layers=[1])
+    ahn.export_official(model, tmp_path / "official")
+    config = json.loads((tmp_path / "official" / "config.json").read_text())
+    assert config["fa_layer_ids"] == "0" and config["sliding_window"] == 8
+    loaded = ahn.load(make_model(), tmp_path / "official")
+    cfg = loaded._ahn_runtime.config
+    assert (cfg.memory, cfg.window, cfg.sinks, cfg.layers) == (memory, 8, 2, [1])
+    assert torch.equal(loaded(ids).logits, model(ids).logits)
+
+
+def test_export_cli(saved_base, tmp_path, ids):
+    from ahn.cli import main
+
+    model = make_model()
+    ahn.augment(model, ahn.AHNConfig(window=8, sinks=2))
+    randomize_ahn(model)
+    ahn.save(model, tmp_path / "ours")
+    out = tmp_path / "official"
+    assert main(["export", "--base", str(saved_base), "--ahn", str(tmp_path / "ours"),
+                 "--official", str(out)]) == 0  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    assert torch.equal(ahn.load(make_model(), out)(ids).logits, model(ids).logits)

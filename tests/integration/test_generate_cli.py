@@ -35,7 +35,8 @@ def test_generate_cli_streams_greedy_answer(saved_base, tmp_path, capsys):
     expected = model.generate(ids, max_new_tokens=12, do_sample=False)[0, ids.shape[1] :]
     expected = expected[: (expected == 1).nonzero()[0, 0]] if (expected == 1).any() else expected
     assert out.out.rstrip("\n") == tok.decode(expected.tolist(), skip_special_tokens=True)
-    assert "mode=ahn" in out.err and "MiB" in out.err and "prefill" in out.err
+    assert "mode=ahn" in out.err and "MiB" in out.err and "tokens/s" in out.err
+    assert "read" in out.err  # the prompt's progress bar
 
 
 def test_generate_cli_bad_flags(saved_base, capsys):
@@ -60,3 +61,29 @@ def test_generate_cli_chat_template_and_base_only(saved_base, capsys):
     assert "mode=full" in err
     # "hello" alone is 5 tokens; the template adds "\nanswer:" around it.
     assert int(err.split("tokens seen=")[1].split()[0]) >= 12
+
+
+def test_generate_cli_decoding_flags(saved_base, tmp_path, capsys):
+    from transformers import AutoModelForCausalLM
+
+    base = ["generate", "--base", str(saved_base), "--prompt", "the quick brown fox"]
+    assert main([*base, "--max-new-tokens", "12"]) == 0
+    greedy = capsys.readouterr().out.rstrip("\n")
+    stop = greedy[3:5]
+    assert main([*base, "--max-new-tokens", "12", "--stop", stop]) == 0
+    stopped = capsys.readouterr().out.rstrip("\n")
+    assert stopped.endswith(stop) and len(stopped) <= len(greedy)
+    # sampling with a fixed seed repeats itself, and top-k 1 is greedy
+    sample = [*base, "--max-new-tokens", "8", "--temperature", "0.9", "--seed", "3"]
+    assert main(sample) == 0 and main(sample) == 0
+    first, second = capsys.readouterr().out.split("\n")[:2]
+    assert first == second
+    assert main([*base, "--max-new-tokens", "12", "--temperature", "1", "--top-k", "1"]) == 0
+    assert capsys.readouterr().out.rstrip("\n") == greedy
+    model = AutoModelForCausalLM.from_pretrained(saved_base)
+    assert model.generation_config.eos_token_id == 1  # read from the directory
+    for bad, name in [(["--top-p", "1.5"], "--top-p"), (["--top-k", "0"], "--top-k"),
+                      (["--repetition-penalty", "0"], "--repetition-penalty"),
+                      (["--device", "nonsense"], "--device")]:  # fmt: skip
+        assert main([*base, *bad]) == 2
+        assert name in capsys.readouterr().err

@@ -101,6 +101,7 @@ def augment(model: nn.Module, config: AHNConfig) -> nn.Module:
         model._prepare_cache_for_generation = _generation_cache(
             model, model._prepare_cache_for_generation
         )
+    model.generate = _continuing_generate(model.generate)
     model.save_pretrained = _refuse_save_pretrained
     set_mode(model, "ahn")
     return model
@@ -125,7 +126,8 @@ def unaugment(model: nn.Module) -> nn.Module:
             del layer.ahn
         for name in ("_ahn_runtime", "_ahn_index", "_ahn_context"):
             layer.self_attn.__dict__.pop(name, None)
-    for name in ("forward", "save_pretrained", "_prepare_cache_for_generation", "_ahn_runtime"):
+    overrides = ("forward", "generate", "save_pretrained", "_prepare_cache_for_generation")
+    for name in (*overrides, "_ahn_runtime"):
         model.__dict__.pop(name, None)  # the instance overrides; the class methods remain
     rt.decoder.__dict__.pop("_ahn_runtime", None)
     model.config._attn_implementation = rt.base_attention
@@ -192,17 +194,24 @@ def mode(model: nn.Module, name: str):
         set_mode(model, previous)
 
 
-@contextlib.contextmanager
-def window(model: nn.Module, window: int | None = None, sinks: int | None = None):
-    """Context manager: temporarily use other lossless sizes (training draws them per step)."""
+def set_window(model: nn.Module, window: int | None = None, sinks: int | None = None) -> None:
+    """Run with other lossless sizes from now on (None keeps the current one). Caches already
+    holding tokens keep theirs, and are refused at other sizes."""
     rt = runtime_of(model)
     checked = AHNConfig(
         memory=rt.config.memory,
         window=rt.window if window is None else window,
         sinks=rt.sinks if sinks is None else sinks,
     )
-    previous = rt.window, rt.sinks
     rt.window, rt.sinks = checked.window, checked.sinks
+
+
+@contextlib.contextmanager
+def window(model: nn.Module, window: int | None = None, sinks: int | None = None):
+    """Context manager: temporarily use other lossless sizes (training draws them per step)."""
+    rt = runtime_of(model)
+    previous = rt.window, rt.sinks
+    set_window(model, window, sinks)
     try:
         yield model
     finally:
@@ -309,11 +318,52 @@ def _generation_cache(model: nn.Module, prepare):
 SUPPORTED_CACHE_IMPLEMENTATIONS = (None, "dynamic")
 
 
+def _continuing_generate(generate):
+    """Wrap `generate`: given a `continuation_only` AHNCache (a document's memory, from
+    `ahn.read` / `ahn.load_memory`), `input_ids` holds only the tokens that follow the cached
+    ones. The cached positions get placeholders for transformers' bookkeeping (they are never
+    fed to the model: the cache covers them) and are cut from the returned sequences."""
+
+    @functools.wraps(generate)
+    def wrapper(*args, **kwargs):
+        cache = next((kwargs[k] for k in CACHE_KWARGS if kwargs.get(k) is not None), None)
+        if not (isinstance(cache, AHNCache) and cache.continuation_only):
+            return generate(*args, **kwargs)
+        ids = kwargs.pop("input_ids", args[0] if args else None)
+        args = args[1:]
+        past = cache.get_seq_length()
+        rows = 1 if cache.pad is None else cache.pad.shape[0]
+        if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.shape[1] == 0:
+            raise ValueError(
+                "generate from a memory needs input_ids [B, T >= 1]: the tokens that follow it"
+            )
+        if ids.shape[0] != rows:
+            raise ValueError(f"input_ids has {ids.shape[0]} rows; the memory holds {rows}")
+        # Placeholders copy each row's first new token: a repetition penalty sees no other id.
+        full = torch.cat([ids[:, :1].expand(-1, past), ids], dim=1)
+        # An explicit mask: transformers would otherwise infer one from pad-token ids.
+        mask = kwargs.get("attention_mask")
+        mask = torch.ones_like(ids) if mask is None else mask
+        kwargs["attention_mask"] = torch.cat([mask.new_ones(mask.shape[0], past), mask], 1)
+        out = generate(full, *args, **kwargs)
+        if isinstance(out, torch.Tensor):
+            return out[:, past:]
+        out.sequences = out.sequences[:, past:]
+        return out
+
+    return wrapper
+
+
 def _decoder_pre_hook(decoder, args, kwargs):
     rt: Runtime = decoder._ahn_runtime
-    if rt.mode == "full":
-        return None
     key = _cache_key(kwargs)
+    if rt.mode == "full":
+        if isinstance(kwargs.get(key), AHNCache):
+            raise ValueError(
+                "an AHN cache (sinks + window + memory) was passed in mode 'full', which needs "
+                "every past token: switch to the mode it was made in, or pass no cache"
+            )
+        return None
     cache = _ahn_cache(rt, kwargs.get(key), _wants_cache(decoder, kwargs))
     kwargs[key] = cache
     B, device = _batch_size(args, kwargs)

@@ -8,6 +8,7 @@ held compacted in `[B, Hkv, S, D]`.
 
 from __future__ import annotations
 
+import copy as _copy
 from dataclasses import dataclass
 
 import torch
@@ -151,6 +152,11 @@ class AHNCache(Cache):
     layers (those not in `AHNConfig.layers`) are ordinary `DynamicLayer`s.
 
     `pad[b]` is the number of left-padding slots of row b, fixed by the first call.
+
+    `continuation_only`: the tokens this cache holds are not repeated in the `input_ids` given
+    to `generate` with it (a document's memory from `ahn.read` / `ahn.load_memory`): the ids are
+    what follows the cached tokens. Otherwise transformers' convention holds (`input_ids` is
+    the whole sequence, its first `get_seq_length()` tokens already cached).
     """
 
     def __init__(self, num_layers: int, windowed: set[int], window: int, sinks: int) -> None:
@@ -160,6 +166,12 @@ class AHNCache(Cache):
         super().__init__(layers=layers)
         self.window, self.sinks = window, sinks
         self.pad: torch.Tensor | None = None  # [B] long
+        self.continuation_only = False
+
+    def copy(self) -> AHNCache:
+        """An independent copy (its size is fixed, so copies are cheap): generating from the
+        copy leaves this cache as it was, to answer the next question from the same memory."""
+        return _copy.deepcopy(self)
 
     def resize(self, window: int, sinks: int) -> None:
         """Give an empty cache other lossless sizes (a cache holding tokens keeps its own)."""

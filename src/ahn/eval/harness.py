@@ -1,0 +1,71 @@
+"""lm-evaluation-harness model `ahn`: any lm-eval task in full / sliding / ahn mode.
+
+    lm_eval --model ahn --model_args pretrained=DIR,ahn=DIR,mode=ahn,window=480,sinks=32 ...
+
+`AHNLM` is lm-eval's own `HFLM` (its batching, padding, loglikelihood / loglikelihood_rolling /
+generate_until) over a base model augmented with `ahn.load`; `mode=full` is the base model
+itself. lm-eval versions that discover plugins through the `lm_eval.models` entry point find
+it there; with the others, `ahn-lm-eval` is lm-eval's command line with the model registered
+(`ahn-lm-eval run --model ahn ...`), and Python code imports this module before
+`lm_eval.simple_evaluate(model="ahn", ...)`. Needs the `lm-eval` extra.
+"""
+
+from __future__ import annotations
+
+try:
+    from lm_eval.api.registry import register_model
+    from lm_eval.models.huggingface import HFLM
+except ImportError as err:  # pragma: no cover - the message is the point
+    raise ImportError(
+        "the lm-eval plugin needs lm-evaluation-harness: pip install 'ahn[lm-eval]'"
+    ) from err
+
+from ahn.config import MODES
+
+
+@register_model("ahn")
+class AHNLM(HFLM):
+    """`HFLM` with an AHN: `ahn` (an AHN directory or Hub id), `mode` (full / sliding / ahn),
+    `window` / `sinks` (default: the AHN's own); every other argument is `HFLM`'s."""
+
+    def __init__(
+        self,
+        pretrained,
+        ahn: str | None = None,
+        mode: str = "ahn",
+        window: int | None = None,
+        sinks: int | None = None,
+        **kwargs,
+    ) -> None:
+        import ahn as ahn_lib
+        from ahn.bases import resolve
+
+        if mode not in MODES:
+            raise ValueError(f"mode={mode!r} is not one of {MODES}")
+        if ahn is None and (mode != "full" or window is not None or sinks is not None):
+            raise ValueError(f"mode={mode} / window / sinks need ahn=DIR (the AHN to use)")
+        if isinstance(pretrained, str):
+            pretrained = resolve(pretrained)
+        super().__init__(pretrained=pretrained, **kwargs)
+        if ahn is not None:
+            ahn_lib.load(self.model, ahn)
+            ahn_lib.set_window(self.model, _int(window, "window"), _int(sinks, "sinks"))
+            ahn_lib.set_mode(self.model, mode)
+        self.ahn_mode = mode
+
+
+def _int(value, name: str) -> int | None:
+    """lm-eval passes model_args as parsed by its own `key=value` reader (ints or strings)."""
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={value!r} must be an integer") from None
+
+
+def cli() -> None:
+    """`ahn-lm-eval`: lm-eval's command line, with the `ahn` model registered."""
+    from lm_eval.__main__ import cli_evaluate
+
+    cli_evaluate()
