@@ -15,12 +15,12 @@ from torch import nn
 from ahn import atomic
 from ahn.config import AHNConfig
 from ahn.integration.augment import augment, is_augmented, runtime_of, trainable_parameters
+from ahn.registry import OFFICIAL_NAMES, rule
 
 WEIGHTS_NAME = "ahn_model.safetensors"
 CONFIG_NAME = "ahn_config.json"
 FORMAT_VERSION = 1
 
-OFFICIAL_MEMORY = {"GatedDeltaNet": "gated_deltanet", "DeltaNet": "deltanet", "Mamba2": "mamba2"}
 # Official options that change inference and that we do not implement: (key, supported value).
 OFFICIAL_UNSUPPORTED = (("use_q_proj", False), ("use_ahn_router", False))
 
@@ -62,13 +62,12 @@ def export_official(model: nn.Module, path: str | os.PathLike) -> Path:
     `sliding_window`, `num_attn_sinks` and `fa_layer_ids` (the layers kept at full attention).
     `load` reads it back; the official code reads it for the Qwen2 / Qwen3 bases it supports."""
     rt = runtime_of(model)
-    official_name = {ours: theirs for theirs, ours in OFFICIAL_MEMORY.items()}
     tensors = {n: p.detach().cpu().contiguous() for n, p in trainable_parameters(model)}
     config = model.config.to_dict()
     for key in ("_attn_implementation", "_attn_implementation_internal"):
         config.pop(key, None)
     full = [i for i in range(len(rt.decoder.layers)) if i not in rt.windowed]
-    config.update({"_ahn_implementation": official_name[rt.config.memory],
+    config.update({"_ahn_implementation": rule(rt.config.memory).official,
                    "sliding_window": rt.config.window, "num_attn_sinks": rt.config.sinks,
                    "fa_layer_ids": ",".join(map(str, full)), "use_q_proj": False})  # fmt: skip
     path = Path(path)
@@ -144,9 +143,9 @@ def _read_ours(path: Path) -> tuple[AHNConfig, dict[str, torch.Tensor]]:
 def official_config(hf_config: dict, source: str = "config.json") -> AHNConfig:
     """AHNConfig of an official ByteDance AHN `config.json`."""
     impl = hf_config.get("_ahn_implementation")
-    if impl not in OFFICIAL_MEMORY:
+    if impl not in OFFICIAL_NAMES:
         raise ValueError(
-            f"{source}: _ahn_implementation={impl!r}; supported: {sorted(OFFICIAL_MEMORY)}"
+            f"{source}: _ahn_implementation={impl!r}; supported: {sorted(OFFICIAL_NAMES)}"
         )
     for key, supported in OFFICIAL_UNSUPPORTED:
         if hf_config.get(key, supported) != supported:
@@ -160,7 +159,7 @@ def official_config(hf_config: dict, source: str = "config.json") -> AHNConfig:
     full = _parse_layer_ids(hf_config.get("fa_layer_ids", ""), source)
     layers = None if not full else [i for i in range(num_layers) if i not in full]
     return AHNConfig(
-        memory=OFFICIAL_MEMORY[impl],
+        memory=OFFICIAL_NAMES[impl],
         window=window,
         sinks=int(hf_config.get("num_attn_sinks", 0) or 0),
         layers=layers,

@@ -7,7 +7,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-MEMORY_TYPES = ("gated_deltanet", "deltanet", "mamba2")
+from ahn.registry import MEMORY_TYPES, rule
+
+__all__ = ["MEMORY_TYPES", "MODES", "AHNConfig"]
+
 MODES = ("full", "sliding", "ahn")
 
 
@@ -33,8 +36,7 @@ class AHNConfig:
     norm_eps: float = 1e-5
 
     def __post_init__(self) -> None:
-        if self.memory not in MEMORY_TYPES:
-            raise ValueError(f"memory={self.memory!r} is not supported; use one of {MEMORY_TYPES}")
+        rule(self.memory)  # a clear error for an unknown rule
         _check_int("window", self.window, minimum=1)
         _check_int("sinks", self.sinks, minimum=0)
         _check_int("prefill_chunk", self.prefill_chunk, minimum=1)

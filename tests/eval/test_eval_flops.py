@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from ahn.cli import main
-from ahn.eval.flops import MEMORY_PARAMETERS, ModelShape, causal_pairs, efficiency, parse_length
+from ahn.eval.flops import ModelShape, causal_pairs, efficiency, parse_length
+from ahn.registry import MEMORY_TYPES
 
 CONFIG = Path(__file__).parents[1] / "fixtures" / "eval" / "qwen2.5-3b-config.json"
 
@@ -41,7 +42,7 @@ def test_ahn_parameter_counts(shape, memory, millions):
     assert f"{report['ahn']['breakdown']['ahn_parameters'] / 1e6:.1f}" == millions
 
 
-@pytest.mark.parametrize("memory", sorted(MEMORY_PARAMETERS))
+@pytest.mark.parametrize("memory", sorted(MEMORY_TYPES))
 def test_ahn_parameter_formula_matches_the_modules(memory):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -123,4 +124,4 @@ def test_cli_table_and_missing_config(capsys, tmp_path):
         main(["flops", "--model", str(tmp_path), "--length", "8", "--window", "4", "--sinks", "0"])
         == 2
     )
-    assert sorted(MEMORY_PARAMETERS) == ["deltanet", "gated_deltanet", "mamba2"]
+    assert sorted(MEMORY_TYPES) == ["deltanet", "gated_deltanet", "mamba2"]

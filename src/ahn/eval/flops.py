@@ -23,17 +23,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ahn.config import MEMORY_TYPES
-
-# AHN parameters per layer, from (hidden, heads H, head dim D); names as in the checkpoints.
-MEMORY_PARAMETERS = {
-    # b_proj, a_proj, g_proj [H, hidden]; A_log, D, dt_bias [H]; o_norm [D]; o_proj [H, D, D]
-    "gated_deltanet": lambda hidden, H, D: 3 * H * hidden + 3 * H + D + H * D * D,
-    # b_proj, g_proj [H, hidden]; o_norm [D]; o_proj [H, D, D]
-    "deltanet": lambda hidden, H, D: 2 * H * hidden + D + H * D * D,
-    # dt_proj, g_proj weight + bias; A_log, dt_bias [H]; norm [H * D]; o_proj [H, D, D]
-    "mamba2": lambda hidden, H, D: 2 * (H * hidden + H) + 2 * H + H * D + H * D * D,
-}
+from ahn.registry import MEMORY_TYPES, rule
 
 
 @dataclass(frozen=True)
@@ -162,8 +152,7 @@ def efficiency(
         each method with "model_flops", "cache_bytes" and a "breakdown"; "reduction" gives
         1 - ahn / full for both.
     """
-    if memory not in MEMORY_PARAMETERS:
-        raise ValueError(f"memory={memory!r} is not supported; use one of {MEMORY_TYPES}")
+    parameters = rule(memory).parameters
     for name, value, minimum in (("length", length, 1), ("window", window, 1), ("sinks", sinks, 0)):
         if not isinstance(value, int) or value < minimum:
             raise ValueError(f"{name}={value!r} must be an integer >= {minimum}")
@@ -172,7 +161,7 @@ def efficiency(
     shape = config if isinstance(config, ModelShape) else _shape(config.to_json_string())
     n_aug = shape.n_layers if layers is None else len(layers)
     lossless = sinks + window
-    ahn_params = n_aug * MEMORY_PARAMETERS[memory](shape.hidden, shape.n_heads, shape.head_dim)
+    ahn_params = n_aug * parameters(shape.hidden, shape.n_heads, shape.head_dim)
     reads = max(0, length - lossless)
     args = (bytes_per_element,)
     full = _method(shape, length, lossless, 0, 0, 0, *args)

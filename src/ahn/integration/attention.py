@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ahn.integration.cache import AHNLayer, LosslessView
+from ahn.integration.cache import AHNLayer, Lossless, LosslessView
 
 # Queries processed per block in the parallel path: each block sees sinks + window + block.
 QUERY_BLOCK = 512
@@ -68,7 +68,7 @@ def windowed_step(q, k_new, v_new, ctx: LayerContext, scaling):
     layer = (
         ctx.cache_layer
         if isinstance(ctx.cache_layer, AHNLayer)
-        else AHNLayer(ctx.window, ctx.sinks)
+        else AHNLayer(Lossless(ctx.window, ctx.sinks))
     )
     gates_new = out_gate = None
     if ctx.memory is not None:

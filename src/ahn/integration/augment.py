@@ -22,8 +22,9 @@ from transformers.cache_utils import Cache
 
 from ahn.config import MODES, AHNConfig
 from ahn.integration.attention import LayerContext, ahn_attention
-from ahn.integration.cache import AHNCache
-from ahn.memory import AHN, MEMORY_REGISTRY
+from ahn.integration.cache import AHNCache, Lossless
+from ahn.memory import AHN
+from ahn.registry import rule
 
 ATTENTION_NAME = "ahn"
 CACHE_KWARGS = ("cache", "past_key_values")
@@ -37,15 +38,22 @@ class Runtime:
     base_attention: str
     decoder: nn.Module
     windowed: set[int]
+    lossless: Lossless  # the current sizes; a cache holding tokens keeps those it was read with
     mode: str = "ahn"
-    window: int = 0
-    sinks: int = 0
     # [B] left padding of the latest forward call; kept after it so that gradient checkpointing
     # recomputes the layers with the same padding.
     pad: torch.Tensor | None = None
     pad_max: int = 0
     handles: list = field(default_factory=list)
     requires_grad: dict = field(default_factory=dict)  # base parameter name -> flag before
+
+    @property
+    def window(self) -> int:
+        return self.lossless.window
+
+    @property
+    def sinks(self) -> int:
+        return self.lossless.sinks
 
     def new_cache(self) -> AHNCache:
         return AHNCache(len(self.decoder.layers), self.windowed, self.window, self.sinks)
@@ -75,7 +83,7 @@ def augment(model: nn.Module, config: AHNConfig) -> nn.Module:
     for i in sorted(windowed):
         layer = decoder.layers[i]
         ref = layer.self_attn.q_proj.weight
-        fn = MEMORY_REGISTRY[config.memory](
+        fn = rule(config.memory).module_class()(
             *dims, norm_eps=config.norm_eps, device=ref.device, dtype=ref.dtype
         )
         layer.ahn = AHN(fn)
@@ -85,8 +93,7 @@ def augment(model: nn.Module, config: AHNConfig) -> nn.Module:
         model.config._attn_implementation or "eager",
         decoder,
         windowed,
-        window=config.window,
-        sinks=config.sinks,
+        Lossless(config.window, config.sinks),
         requires_grad=before,
     )
     model._ahn_runtime = rt
@@ -203,19 +210,19 @@ def set_window(model: nn.Module, window: int | None = None, sinks: int | None = 
         window=rt.window if window is None else window,
         sinks=rt.sinks if sinks is None else sinks,
     )
-    rt.window, rt.sinks = checked.window, checked.sinks
+    rt.lossless = Lossless(checked.window, checked.sinks)
 
 
 @contextlib.contextmanager
 def window(model: nn.Module, window: int | None = None, sinks: int | None = None):
     """Context manager: temporarily use other lossless sizes (training draws them per step)."""
     rt = runtime_of(model)
-    previous = rt.window, rt.sinks
+    previous = rt.lossless
     set_window(model, window, sinks)
     try:
         yield model
     finally:
-        rt.window, rt.sinks = previous
+        rt.lossless = previous
 
 
 def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
@@ -269,7 +276,7 @@ def _ahn_cache(rt: Runtime, cache: Cache | None, use_cache: bool) -> AHNCache | 
         )
     if cache is None:
         return rt.new_cache() if use_cache else None
-    if (cache.window, cache.sinks) != (rt.window, rt.sinks):
+    if cache.lossless != rt.lossless:
         if cache.get_seq_length() > 0:
             raise ValueError(
                 f"the cache holds {cache.get_seq_length()} tokens read with window="
@@ -277,7 +284,7 @@ def _ahn_cache(rt: Runtime, cache: Cache | None, use_cache: bool) -> AHNCache | 
                 f"{rt.window}, sinks={rt.sinks}; use the sizes the cache was made with or a "
                 "new cache (ahn.new_cache(model))"
             )
-        cache.resize(rt.window, rt.sinks)  # still empty: it takes the runtime's sizes
+        cache.resize(rt.lossless)  # still empty: it takes the runtime's sizes
     return cache
 
 

@@ -15,6 +15,15 @@ import torch
 from transformers.cache_utils import Cache, CacheLayerMixin, DynamicLayer
 
 
+@dataclass(frozen=True)
+class Lossless:
+    """The lossless sizes of windowed layers: the first `sinks` tokens and the last `window`.
+    A cache holds one, shared by all its layers; the runtime holds the model's current one."""
+
+    window: int
+    sinks: int
+
+
 @dataclass
 class LosslessView:
     """What one attention step sees: the layer's stored tokens followed by the new ones.
@@ -44,13 +53,21 @@ class AHNLayer(CacheLayerMixin):
 
     is_sliding = True
 
-    def __init__(self, window: int, sinks: int) -> None:
+    def __init__(self, lossless: Lossless) -> None:
         super().__init__()
-        self.window, self.sinks = window, sinks
+        self.lossless = lossless  # the cache's own object: its sizes are read, never copied
         self.seen = 0
         self.sink_k = self.sink_v = self.sink_ok = None
         self.gates: torch.Tensor | None = None  # [B, w, H, G] write-gate logits
         self.state: torch.Tensor | None = None  # [B, H, D, D] float32
+
+    @property
+    def window(self) -> int:
+        return self.lossless.window
+
+    @property
+    def sinks(self) -> int:
+        return self.lossless.sinks
 
     def lazy_initialization(self, key_states, value_states) -> None:
         B, Hkv, _, D = key_states.shape
@@ -108,7 +125,7 @@ class AHNLayer(CacheLayerMixin):
         return -1
 
     def reset(self) -> None:
-        self.__init__(self.window, self.sinks)
+        self.__init__(self.lossless)
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         self._map_batch(lambda t: t.index_select(0, beam_idx.to(t.device)))
@@ -160,11 +177,11 @@ class AHNCache(Cache):
     """
 
     def __init__(self, num_layers: int, windowed: set[int], window: int, sinks: int) -> None:
+        self.lossless = Lossless(window, sinks)
         layers = [
-            AHNLayer(window, sinks) if i in windowed else DynamicLayer() for i in range(num_layers)
+            AHNLayer(self.lossless) if i in windowed else DynamicLayer() for i in range(num_layers)
         ]
         super().__init__(layers=layers)
-        self.window, self.sinks = window, sinks
         self.pad: torch.Tensor | None = None  # [B] long
         self.continuation_only = False
 
@@ -173,14 +190,22 @@ class AHNCache(Cache):
         copy leaves this cache as it was, to answer the next question from the same memory."""
         return _copy.deepcopy(self)
 
-    def resize(self, window: int, sinks: int) -> None:
+    @property
+    def window(self) -> int:
+        return self.lossless.window
+
+    @property
+    def sinks(self) -> int:
+        return self.lossless.sinks
+
+    def resize(self, lossless: Lossless) -> None:
         """Give an empty cache other lossless sizes (a cache holding tokens keeps its own)."""
         if self.get_seq_length() > 0:
             raise ValueError("a cache holding tokens cannot change its window or sinks")
-        self.window, self.sinks = window, sinks
+        self.lossless = lossless
         for layer in self.layers:
             if isinstance(layer, AHNLayer):
-                layer.__init__(window, sinks)
+                layer.__init__(lossless)
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.layers[layer_idx].get_seq_length()

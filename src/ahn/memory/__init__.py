@@ -7,12 +7,6 @@ from ahn.memory.deltanet import DeltaNet
 from ahn.memory.gated_deltanet import GatedDeltaNet
 from ahn.memory.mamba2 import Mamba2
 
-MEMORY_REGISTRY: dict[str, type[MemoryModule]] = {
-    "gated_deltanet": GatedDeltaNet,
-    "deltanet": DeltaNet,
-    "mamba2": Mamba2,
-}
-
 
 class AHN(nn.Module):
     """The container added to a decoder layer as `layer.ahn`; `fn` is the memory rule, so the
@@ -28,7 +22,6 @@ __all__ = [
     "DeltaNet",
     "GatedDeltaNet",
     "GroupLinear",
-    "MEMORY_REGISTRY",
     "Mamba2",
     "MemoryModule",
 ]

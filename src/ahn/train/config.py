@@ -41,6 +41,10 @@ class TrainConfig:
     layers: list[int] | None = field(
         default=None, metadata=_opt("decoder layers to augment (default: all)")
     )
+    init_ahn: str | None = field(
+        default=None,
+        metadata=_opt("start from this AHN's weights (ahn.save dir or Hub id; same memory rule)"),
+    )
     train_window: str = field(
         default="random",
         metadata=_opt(

@@ -120,6 +120,8 @@ def prepare_model(config: TrainConfig, env: DistEnv, model, tokenizer):
         tokenizer = _load_tokenizer(base)
     if not ahn.is_augmented(model):
         ahn.augment(model, config.ahn_config())
+    if config.init_ahn is not None:
+        ahn.load(model, config.init_ahn)  # weights only: the model is augmented already
     model.to(env.device)
     for _, param in ahn.trainable_parameters(model):
         param.data = param.data.float()
