@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ahn.ops import delta_rule_step
 from ahn.ops.utils import cast, fp32, l2norm
 
 
@@ -127,12 +128,9 @@ class HeadNormReadout:
             k, v = kv[:, :, :1], kv[:, :, 1:]  # [B, H, 1, D]
         qk = l2norm(fp32(torch.cat([q, k], dim=2)).view(B * H, 2, D))
         q, k = qk[:, :1], qk[:, 1:]  # [B*H, 1, D]
-        S = qk.new_zeros(B * H, D, D) if state is None else state.view(B * H, D, D)
-        if decay is not None:
-            S = S * decay.view(B * H, 1, 1)
-        v_new = torch.baddbmm(fp32(v).view(B * H, 1, D), k, S, alpha=-1)  # v - k^T S
-        S = torch.baddbmm(S, k.mT, v_new.mul_(beta.view(B * H, 1, 1)))
-        r = torch.bmm(q, S)  # [B*H, 1, D], the read without the query scale D^-1/2
+        S = None if state is None else state.view(B * H, D, D)
+        # r [B*H, 1, D]: the read without the query scale D^-1/2
+        r, S = delta_rule_step(q, k, fp32(v).reshape(B * H, 1, D), beta, decay, S)
         W = cached(self, "_folded_o_proj", (self.o_norm.weight, self.o_proj.weight), self._fold)
         if dtype == torch.float32:  # RMSNorm(r / sqrt(D), eps) == RMSNorm(r, eps * D)
             o = F.rms_norm(r, (D,), eps=self.norm_eps * D).view(B, H, 1, D)

@@ -11,6 +11,7 @@ from ahn.ops.delta_rule import (
 )
 from ahn.ops.gated_delta_rule import (
     chunk_gated_delta_rule,
+    delta_rule_step,
     fused_recurrent_gated_delta_rule,
     naive_recurrent_gated_delta_rule,
 )
@@ -20,6 +21,7 @@ from ahn.ops.utils import l2norm
 __all__ = [
     "chunk_delta_rule",
     "chunk_gated_delta_rule",
+    "delta_rule_step",
     "fused_recurrent_delta_rule",
     "fused_recurrent_gated_delta_rule",
     "l2norm",

@@ -48,6 +48,23 @@ def recurrent_gated_delta_rule(
     return o, (S.reshape(B, H, K, V) if output_final_state else None)
 
 
+def delta_rule_step(q, k, v, beta, decay, state):
+    """One token of the (gated) delta rule, the one T = 1 step of the library (the kernels and
+    the memory modules' decode step use it): rows of N = B*H heads, all float32.
+
+    q, k: `[N, 1, K]` (normalised by the caller); v: `[N, 1, V]`; beta: `[N]`; decay: `[N]`
+    (`exp(g)`) or None (plain delta rule); state: `[N, K, V]` or None (zeros).
+    Returns the unscaled read `S^T q` `[N, 1, V]` and the new state `[N, K, V]`.
+    """
+    N, _, K = k.shape
+    S = k.new_zeros(N, K, v.shape[-1]) if state is None else state
+    if decay is not None:
+        S = S * decay.reshape(N, 1, 1)
+    v_new = torch.baddbmm(v, k, S, alpha=-1)  # v - k^T S
+    S = torch.baddbmm(S, k.mT, v_new.mul_(beta.reshape(N, 1, 1)))
+    return torch.bmm(q, S), S
+
+
 def _one_step(q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm):
     """The T = 1 case in as few ops as possible (decoding calls it once per layer and token):
     `[B*H, 1, D]` rows against the `[B*H, K, V]` state, q and k normalised in one pass."""
@@ -58,15 +75,10 @@ def _one_step(q, k, v, g, beta, scale, initial_state, output_final_state, use_qk
     if use_qk_l2norm:
         qk = l2norm(qk)
     q, k = qk.split(1, dim=1)  # [B*H, 1, K]
-    if initial_state is None:
-        S = k.new_zeros(B * H, K, V)
-    else:
-        S = initial_state.reshape(B * H, K, V)
-    if g is not None:
-        S = S * fp32(g).exp().reshape(B * H, 1, 1)
-    v_new = torch.baddbmm(fp32(v).reshape(B * H, 1, V), k, S, alpha=-1)  # v - k^T S
-    S = torch.baddbmm(S, k.mT, v_new.mul_(fp32(beta).reshape(B * H, 1, 1)))
-    o = torch.bmm(q, S).mul_(scale).view(B, 1, H, V)
+    state = None if initial_state is None else initial_state.reshape(B * H, K, V)
+    decay = None if g is None else fp32(g).exp()
+    r, S = delta_rule_step(q, k, fp32(v).reshape(B * H, 1, V), fp32(beta), decay, state)
+    o = r.mul_(scale).view(B, 1, H, V)
     S = S.view(B, H, K, V) if output_final_state else None
     return (o if o.dtype == dtype else o.to(dtype)), S
 
