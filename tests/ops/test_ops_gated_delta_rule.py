@@ -7,6 +7,7 @@ import torch
 from ops_helpers import delta_inputs, outputs_and_grads
 
 import ahn.ops.gated_delta_rule.chunk as chunk_module
+import ahn.ops.gated_delta_rule.chunk_fwd as chunk_fwd_module
 from ahn.ops import (
     chunk_gated_delta_rule,
     fused_recurrent_gated_delta_rule,
@@ -50,7 +51,7 @@ def test_chunk_sizes(assert_close, monkeypatch, chunk_size, block_rows):
     # 35, 11 (the last one short) or 1 chunk; forward blocks of one chunk or of several (34 + 1,
     # 10 + 1); backward segments of STATE_EVERY = 8 chunks (4 x 8 + 3, 8 + 3, 1)
     monkeypatch.setattr(chunk_module, "CHUNK_SIZE", chunk_size)
-    monkeypatch.setattr(chunk_module, "BLOCK_ROWS", block_rows)
+    monkeypatch.setattr(chunk_fwd_module, "BLOCK_ROWS", block_rows)
     inputs = delta_inputs(2, 171, 3, 16, 24, torch.float32, h0=True)
     ref = outputs_and_grads(naive_recurrent_gated_delta_rule, inputs, use_qk_l2norm_in_kernel=True)
     tri = outputs_and_grads(chunk_gated_delta_rule, inputs, use_qk_l2norm_in_kernel=True)

@@ -12,11 +12,12 @@ from ops_helpers import delta_inputs
 from ahn.ops import (
     chunk_delta_rule,
     chunk_gated_delta_rule,
+    fused_recurrent_delta_rule,
     fused_recurrent_gated_delta_rule,
     mamba_chunk_scan_combined,
     naive_recurrent_gated_delta_rule,
 )
-from ahn.ops.gated_delta_rule.chunk import heads_view, split_chunks
+from ahn.ops.gated_delta_rule.chunk_fwd import heads_view, split_chunks
 from ahn.ops.utils import from_chunks, to_chunks
 
 GOOD = delta_inputs(2, 10, 3, 8, 8, torch.float32, h0=True)
@@ -109,3 +110,35 @@ def test_chunk_layout_round_trip(T, C):
     chunks = to_chunks(x, C)
     assert chunks.shape == (-(-T // C), 6, C, 5)
     assert torch.equal(from_chunks(chunks, 2, T), x)
+
+
+@pytest.mark.parametrize(
+    "kernel, inputs",
+    [
+        (chunk_gated_delta_rule, GOOD),
+        (fused_recurrent_gated_delta_rule, GOOD),
+        (chunk_delta_rule, {k: v for k, v in GOOD.items() if k != "g"}),
+        (fused_recurrent_delta_rule, {k: v for k, v in GOOD.items() if k != "g"}),
+        (mamba_chunk_scan_combined, None),
+    ],
+    ids=lambda x: getattr(x, "__name__", ""),
+)
+def test_fast_path_gets_every_argument_by_keyword(kernel, inputs, monkeypatch):
+    """Where the fast kernel runs (CUDA + fla / mamba_ssm), it is called by the same name with
+    every argument of our signature by keyword: simulated here by pretending it is available."""
+    import inspect
+
+    from ahn.ops import utils
+
+    inputs = M2 if inputs is None else inputs
+    seen = {}
+
+    def fake(**kwargs):
+        seen.update(kwargs)
+        return "fast"
+
+    monkeypatch.setattr(utils, "fast_path", lambda module, name, *t: fake)
+    assert kernel(**inputs) == "fast"
+    assert set(seen) == set(inspect.signature(kernel).parameters)
+    assert all(seen[name] is value for name, value in inputs.items())
+    assert kernel.fast_module.split(".")[0] in ("fla", "mamba_ssm")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 
 import torch
 import torch.nn.functional as F
@@ -102,6 +103,34 @@ def fast_path(module: str, name: str, *tensors: torch.Tensor | None):
         return getattr(importlib.import_module(module), name)
     except ImportError:
         return None
+
+
+def dispatch(module: str, on: tuple[str, ...]):
+    """Decorator of a kernel with fla's / mamba_ssm's signature: when the tensors named `on` are
+    on CUDA and `module` imports, `module.<the kernel's name>` runs instead, given every argument
+    by keyword; otherwise the torch code does (always on CPU)."""
+
+    def decorate(fn):
+        signature = inspect.signature(fn)
+        positions = [list(signature.parameters).index(name) for name in on]
+
+        @functools.wraps(fn)
+        def kernel(*args, **kwargs):
+            tensors = [
+                args[i] if i < len(args) else kwargs.get(n)
+                for i, n in zip(positions, on, strict=True)
+            ]
+            fast = fast_path(module, fn.__name__, *tensors)
+            if fast is None:
+                return fn(*args, **kwargs)
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            return fast(**bound.arguments)
+
+        kernel.fast_module = module
+        return kernel
+
+    return decorate
 
 
 def decay_mask(gc: torch.Tensor, strict: bool, out: torch.Tensor | None = None) -> torch.Tensor:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 
 from ahn.ops.gated_delta_rule.chunk import chunk_gated_delta_rule_fwd
-from ahn.ops.utils import check_delta_inputs, fast_path
+from ahn.ops.utils import check_delta_inputs, dispatch
 
 
+@dispatch("fla.ops.delta_rule", on=("q", "k", "v"))
 def chunk_delta_rule(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -30,13 +31,6 @@ def chunk_delta_rule(
     Returns:
         o `[B, T, H, V]` in the dtype of v, and the final state `[B, H, K, V]` float32 or None.
     """
-    fla = fast_path("fla.ops.delta_rule", "chunk_delta_rule", q, k, v)
-    if fla is not None:
-        return fla(
-            q=q, k=k, v=v, beta=beta, scale=scale, initial_state=initial_state,
-            output_final_state=output_final_state,
-            use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel,
-        )  # fmt: skip
     check_delta_inputs(q, k, v, None, beta, initial_state)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     return chunk_gated_delta_rule_fwd(

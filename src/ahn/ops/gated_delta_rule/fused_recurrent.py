@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ahn.ops.utils import check_delta_inputs, fast_path, fp32, l2norm
+from ahn.ops.utils import check_delta_inputs, dispatch, fp32, l2norm
 
 
 def recurrent_gated_delta_rule(
@@ -83,6 +83,7 @@ def _one_step(q, k, v, g, beta, scale, initial_state, output_final_state, use_qk
     return (o if o.dtype == dtype else o.to(dtype)), S
 
 
+@dispatch("fla.ops.gated_delta_rule", on=("q", "k", "v"))
 def fused_recurrent_gated_delta_rule(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -114,13 +115,6 @@ def fused_recurrent_gated_delta_rule(
         o `[B, T, H, V]` in the dtype of v, and the final state `[B, H, K, V]` float32 or None.
         On CUDA with `fla` installed, fla's kernel computes it.
     """
-    fla = fast_path("fla.ops.gated_delta_rule", "fused_recurrent_gated_delta_rule", q, k, v)
-    if fla is not None:
-        return fla(
-            q=q, k=k, v=v, g=g, beta=beta, scale=scale, initial_state=initial_state,
-            output_final_state=output_final_state,
-            use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel,
-        )  # fmt: skip
     beta = torch.ones_like(q[..., 0]) if beta is None else beta
     check_delta_inputs(q, k, v, g, beta, initial_state)
     scale = q.shape[-1] ** -0.5 if scale is None else scale

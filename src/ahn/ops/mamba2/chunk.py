@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from ahn.ops.mamba2.common import check_mamba2_inputs, discretize_dt, expand_groups, skip_and_gate
-from ahn.ops.utils import check_chunk_size, decay_mask, fast_path, from_chunks, to_chunks
+from ahn.ops.utils import check_chunk_size, decay_mask, dispatch, from_chunks, to_chunks
 
 
 def ssd_chunk_scan(x, a, B, C, h0):
@@ -44,6 +44,7 @@ def ssd_chunk_scan(x, a, B, C, h0):
     return y, h[-1]
 
 
+@dispatch("mamba_ssm.ops.triton.ssd_combined", on=("x", "B", "C"))
 def mamba_chunk_scan_combined(
     x: torch.Tensor,
     dt: torch.Tensor,
@@ -77,13 +78,6 @@ def mamba_chunk_scan_combined(
         y `[b, T, H, P]` in the dtype of x, or `(y, final_states [b, H, P, N] float32)`
         when return_final_states. On CUDA with `mamba_ssm` installed, its kernel computes it.
     """
-    ssm = fast_path("mamba_ssm.ops.triton.ssd_combined", "mamba_chunk_scan_combined", x, B, C)
-    if ssm is not None:
-        return ssm(
-            x, dt, A, B, C, chunk_size, D=D, z=z, dt_bias=dt_bias,
-            initial_states=initial_states, dt_softplus=dt_softplus, dt_limit=dt_limit,
-            return_final_states=return_final_states,
-        )  # fmt: skip
     check_chunk_size(chunk_size)
     check_mamba2_inputs(x, dt, A, B, C, D, z, dt_bias, initial_states)
     b, T, H, P = x.shape
