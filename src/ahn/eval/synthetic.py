@@ -11,10 +11,13 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ahn.eval import haystack as hs
 from ahn.eval.metrics import ruler_postprocess, string_match_all, string_match_part
+from ahn.eval.sample import Sample, chat_prompt
+
+__all__ = ["Sample", "generate"]
 
 NIAH_TEMPLATE = (
     "Some special magic {kind} are hidden within the following text. Make sure to memorize it. "
@@ -41,32 +44,6 @@ KV_TEMPLATE = (
     'JSON data:\n{context}\n\nKey: "{key}"\n'
 )
 KV_ANSWER = "The value associated with the specified key is: "
-
-
-@dataclass
-class Sample:
-    """One generated example.
-
-    Args:
-        input_ids: the prompt's token ids (what the model is fed).
-        answers: strings that must appear in the generated text (text tasks).
-        answer_ids: the expected continuation (token tasks such as `copy`).
-        stop_ids: token ids ending generation besides the model's EOS.
-        prompt: the prompt text (None for token tasks).
-    """
-
-    task: str
-    index: int
-    length: int
-    depth: float | None
-    input_ids: list[int]
-    answers: list[str]
-    max_new_tokens: int
-    metric: str
-    prompt: str | None = None
-    answer_ids: list[int] | None = None
-    stop_ids: list[int] | None = None
-    meta: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -246,8 +223,6 @@ def _chat_wrapper(tokenizer, chat: bool | None) -> Callable[[str, str], str]:
         chat = bool(getattr(tokenizer, "chat_template", None))
     if not chat:
         return lambda question, answer_prefix: question + answer_prefix
-    from ahn.eval.benchmarks.common import chat_prompt
-
     return lambda question, answer_prefix: chat_prompt(tokenizer, question) + answer_prefix.lstrip()
 
 

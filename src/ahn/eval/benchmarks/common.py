@@ -1,10 +1,10 @@
-"""What the benchmark loaders share: middle truncation, chat wrapping, the Sample."""
+"""What the benchmark loaders share: the Benchmark protocol, middle truncation, make_sample."""
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from ahn.eval.synthetic import Sample
+from ahn.eval.sample import Sample
 
 
 class Benchmark(Protocol):
@@ -38,19 +38,6 @@ def truncate_middle(tokenizer, prompt: str, max_length: int) -> str:
     return tokenizer.decode(ids[:half], skip_special_tokens=True) + tokenizer.decode(
         ids[-half:], skip_special_tokens=True
     )
-
-
-def chat_prompt(tokenizer, prompt: str) -> str:
-    """The prompt as one user turn of the tokenizer's chat template, generation prompt added."""
-    messages = [{"role": "user", "content": prompt}]
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-
-def chat(tokenizer, prompt: str, enabled: bool | None = None) -> str:
-    """`chat_prompt` when `enabled` (`None`: when the tokenizer has a chat template)."""
-    if enabled is None:
-        enabled = bool(getattr(tokenizer, "chat_template", None))
-    return chat_prompt(tokenizer, prompt) if enabled else prompt
 
 
 def make_sample(task, index, length, prompt, tokenizer, answers, max_new_tokens, meta) -> Sample:

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from ahn.eval import metrics as M
 from ahn.eval._rouge import rouge_lsum_f
-from ahn.eval.benchmarks.common import chat, make_sample
+from ahn.eval.benchmarks.common import make_sample
+from ahn.eval.sample import chat
 
 _HIDDEN = "There is an important info hidden inside a lot of irrelevant text. Find it"
 PROMPTS = {

@@ -7,8 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ahn.eval import metrics as M
-from ahn.eval.benchmarks.common import chat, make_sample, truncate_middle
+from ahn.eval.benchmarks.common import make_sample, truncate_middle
 from ahn.eval.benchmarks.longbench_prompts import PROMPTS
+from ahn.eval.sample import chat
 
 MAX_NEW_TOKENS = {
     "narrativeqa": 128, "qasper": 128, "multifieldqa_en": 64, "multifieldqa_zh": 64,

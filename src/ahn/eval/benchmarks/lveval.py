@@ -9,7 +9,8 @@ import re
 from dataclasses import dataclass
 
 from ahn.eval import metrics as M
-from ahn.eval.benchmarks.common import chat, make_sample, truncate_middle
+from ahn.eval.benchmarks.common import make_sample, truncate_middle
+from ahn.eval.sample import chat
 
 LEVELS = ("16k", "32k", "64k", "128k", "256k")
 _QA_EN = (
