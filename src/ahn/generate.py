@@ -11,17 +11,33 @@ from pathlib import Path
 from ahn import dtypes
 
 
-def add_model_arguments(parser) -> None:
-    """--base / --ahn / --mode / --dtype / --device: how every inference command loads a model."""
+def add_model_arguments(parser, mode: bool = True) -> None:
+    """--base / --ahn / [--mode] / --dtype / --device: how every inference command (generate,
+    read, ask, eval) loads a model."""
     parser.add_argument(
         "--base", required=True, help="base model directory, Hub id, or a name of `ahn fetch-base`"
     )
     parser.add_argument("--ahn", help="AHN directory or Hub id (ahn.save output or official)")
+    if mode:
+        parser.add_argument(
+            "--mode", choices=("full", "sliding", "ahn"), help="default: ahn with --ahn, else full"
+        )
     parser.add_argument(
-        "--mode", choices=("full", "sliding", "ahn"), help="default: ahn with --ahn, else full"
+        "--dtype", choices=dtypes.CHOICES, default="auto", help="auto: bf16 where it is fast"
     )
-    parser.add_argument("--dtype", choices=dtypes.CHOICES, default="auto")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
+    parser.add_argument("--device", help="torch device: cpu, cuda, cuda:1 (default: cuda if any)")
+
+
+def device_of(name: str | None):
+    """The torch device of a --device value (None: cuda when available, else cpu)."""
+    import torch
+
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a torch device (cpu, cuda, cuda:1)") from None
 
 
 def add_decoding_arguments(parser) -> None:
@@ -48,7 +64,6 @@ def add_arguments(parser) -> None:
 
 def load_model(args):
     """(model, tokenizer, mode) from --base / --ahn / --mode / --dtype / --device."""
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import ahn
@@ -57,12 +72,7 @@ def load_model(args):
     mode = args.mode or ("ahn" if args.ahn else "full")
     if mode != "full" and not args.ahn:
         raise ValueError(f"--mode {mode} needs --ahn DIR (the AHN to use)")
-    try:
-        device = torch.device(args.device)
-    except RuntimeError:
-        raise ValueError(
-            f"--device {args.device!r} is not a torch device (cpu, cuda, cuda:1)"
-        ) from None
+    device = device_of(args.device)
     base = resolve(args.base)
     tokenizer = AutoTokenizer.from_pretrained(base)
     dtype = dtypes.resolve(args.dtype, device.type)

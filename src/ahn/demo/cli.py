@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ahn.config import MEMORY_TYPES
 from ahn.demo import BASE_DIR, TASK_FILE
+from ahn.flags import add_dataclass_arguments, from_args, opt
 
 # torch, transformers and the demo's modelling code load in the functions that use them, so
 # that `ahn demo-toy --help` is instant.
@@ -18,27 +19,23 @@ from ahn.demo import BASE_DIR, TASK_FILE
 EVAL_SEED = 10**9  # held-out sequences: seeds far from every training seed
 
 
-def _opt(help_text: str, **extra) -> dict:
-    return {"help": help_text, **extra}
-
-
 @dataclass
 class DemoConfig:
     """One demo run; every field is a flag of `ahn demo` (`eval_samples` -> `--eval-samples`)."""
 
-    output: str = field(default="runs/demo", metadata=_opt("directory for the report and AHN"))
-    base: str = field(default=str(BASE_DIR), metadata=_opt("demo base model directory"))
-    memory: str = field(default="gated_deltanet", metadata=_opt("AHN rule", choices=MEMORY_TYPES))
-    window: int = field(default=32, metadata=_opt("recent tokens kept losslessly"))
-    sinks: int = field(default=4, metadata=_opt("first tokens kept losslessly"))
-    steps: int = field(default=300, metadata=_opt("AHN training steps"))
-    batch_size: int = field(default=16, metadata=_opt("sequences per step"))
-    lr: float = field(default=3e-3, metadata=_opt("peak learning rate of the AHN"))
-    eval_samples: int = field(default=256, metadata=_opt("held-out sequences"))
-    bucket: int = field(default=16, metadata=_opt("positions per NLL bucket"))
-    seed: int = field(default=42, metadata=_opt("seed of the AHN init and training data"))
+    output: str = field(default="runs/demo", metadata=opt("directory for the report and AHN"))
+    base: str = field(default=str(BASE_DIR), metadata=opt("demo base model directory"))
+    memory: str = field(default="gated_deltanet", metadata=opt("AHN rule", choices=MEMORY_TYPES))
+    window: int = field(default=32, metadata=opt("recent tokens kept losslessly"))
+    sinks: int = field(default=4, metadata=opt("first tokens kept losslessly"))
+    steps: int = field(default=300, metadata=opt("AHN training steps"))
+    batch_size: int = field(default=16, metadata=opt("sequences per step"))
+    lr: float = field(default=3e-3, metadata=opt("peak learning rate of the AHN"))
+    eval_samples: int = field(default=256, metadata=opt("held-out sequences"))
+    bucket: int = field(default=16, metadata=opt("positions per NLL bucket"))
+    seed: int = field(default=42, metadata=opt("seed of the AHN init and training data"))
     threads: int = field(
-        default=1, metadata=_opt("torch CPU threads; 1 is fastest for this tiny model")
+        default=1, metadata=opt("torch CPU threads; 1 is fastest for this tiny model")
     )
 
     def __post_init__(self) -> None:
@@ -55,10 +52,7 @@ class DemoConfig:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    for f in dataclasses.fields(DemoConfig):
-        parser.add_argument(
-            f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default, **f.metadata
-        )
+    add_dataclass_arguments(parser, DemoConfig)
 
 
 def read_task(base: str):
@@ -162,8 +156,7 @@ def run(args: argparse.Namespace) -> int:
         write_report,
     )
 
-    names = {f.name for f in dataclasses.fields(DemoConfig)}
-    cfg = DemoConfig(**{k: v for k, v in vars(args).items() if k in names})
+    cfg = from_args(DemoConfig, args)
     report = run_demo(cfg)
     paths = write_report(report, Path(cfg.output))
     print()

@@ -17,6 +17,7 @@ from ahn.demo.base import (
     sliding_mask,
 )
 from ahn.demo.tasks import TaskConfig, make_batch
+from ahn.flags import add_dataclass_arguments, from_args
 
 CHECK_SEED = 2 * 10**9  # sequences for the long-range check, disjoint from training seeds
 DEMO_WINDOW, DEMO_SINKS = 32, 4
@@ -28,9 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (results depend on it)"
     )
-    for f in dataclasses.fields(PretrainConfig):
-        flag = f"--{f.name.replace('_', '-')}"
-        parser.add_argument(flag, type=type(f.default), default=f.default)
+    add_dataclass_arguments(parser, PretrainConfig)
     parser.add_argument("--check-samples", type=int, default=256, help="held-out check sequences")
 
 
@@ -50,8 +49,7 @@ def long_range_check(model, task: TaskConfig, samples: int) -> dict:
 def run(args: argparse.Namespace) -> int:
     if args.threads < 1:
         raise ValueError(f"--threads={args.threads} must be >= 1")
-    names = {f.name for f in dataclasses.fields(PretrainConfig)}
-    cfg = PretrainConfig(**{k: v for k, v in vars(args).items() if k in names})
+    cfg = from_args(PretrainConfig, args)
     task = TaskConfig(extra_queries=TRAIN_EXTRA_QUERIES)
     previous = torch.get_num_threads()
     torch.set_num_threads(args.threads)

@@ -20,36 +20,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ahn import atomic
+from ahn.flags import add_dataclass_arguments, from_args, opt
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 SHIPPED_AHN = ASSETS / "smollm2-135m-instruct-gdn"
 METHODS = ("full", "sliding", "ahn")
 
 
-def _opt(help_text: str, **extra) -> dict:
-    return {"help": help_text, **extra}
-
-
 @dataclass
 class RealDemoConfig:
     """One run of the real demo; every field is a flag of `ahn demo`."""
 
-    output: str = field(default="runs/demo", metadata=_opt("directory for the report"))
+    output: str = field(default="runs/demo", metadata=opt("directory for the report"))
     base: str = field(
-        default="smollm2-135m-instruct", metadata=_opt("base: a known name or a directory")
+        default="smollm2-135m-instruct", metadata=opt("base: a known name or a directory")
     )
-    ahn: str = field(default=str(SHIPPED_AHN), metadata=_opt("AHN directory (ahn.save)"))
-    window: int = field(default=480, metadata=_opt("recent tokens kept losslessly"))
-    sinks: int = field(default=32, metadata=_opt("first tokens kept losslessly"))
-    length: int = field(default=4096, metadata=_opt("tokens per held-out piece and prompt"))
+    ahn: str = field(default=str(SHIPPED_AHN), metadata=opt("AHN directory (ahn.save)"))
+    window: int = field(default=480, metadata=opt("recent tokens kept losslessly"))
+    sinks: int = field(default=32, metadata=opt("first tokens kept losslessly"))
+    length: int = field(default=4096, metadata=opt("tokens per held-out piece and prompt"))
     # defaults sized so that `make demo` fits 15 minutes on 2 cores, download included
-    nll_pieces: int = field(default=3, metadata=_opt("held-out pieces for the NLL curves"))
-    passkeys: int = field(default=1, metadata=_opt("passkey prompts per depth"))
+    nll_pieces: int = field(default=3, metadata=opt("held-out pieces for the NLL curves"))
+    passkeys: int = field(default=1, metadata=opt("passkey prompts per depth"))
     chat_length: int = field(
-        default=1536, metadata=_opt("tokens of the chat prompt (its fact lies beyond the window)")
+        default=1536, metadata=opt("tokens of the chat prompt (its fact lies beyond the window)")
     )
-    threads: int = field(default=2, metadata=_opt("torch CPU threads"))
-    seed: int = field(default=42, metadata=_opt("seed of the prompts"))
+    threads: int = field(default=2, metadata=opt("torch CPU threads"))
+    seed: int = field(default=42, metadata=opt("seed of the prompts"))
 
     def __post_init__(self) -> None:
         for name in ("window", "length", "nll_pieces", "passkeys", "threads", "chat_length"):
@@ -71,9 +68,7 @@ PASSKEY_DEPTHS = (0.0, 0.25, 0.5, 0.75)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    for f in dataclasses.fields(RealDemoConfig):
-        flag = f"--{f.name.replace('_', '-')}"
-        parser.add_argument(flag, type=type(f.default), default=f.default, **f.metadata)
+    add_dataclass_arguments(parser, RealDemoConfig)
 
 
 def heldout_file(out: Path) -> Path:
@@ -284,8 +279,7 @@ def plot_gap(report: dict, out: Path) -> Path | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    names = {f.name for f in dataclasses.fields(RealDemoConfig)}
-    cfg = RealDemoConfig(**{k: v for k, v in vars(args).items() if k in names})
+    cfg = from_args(RealDemoConfig, args)
     report = run_demo(cfg)
     out = Path(cfg.output)
     atomic.write_json(out / "report.json", report)

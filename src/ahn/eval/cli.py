@@ -8,6 +8,7 @@ import sys
 from ahn import dtypes
 from ahn.config import MODES
 from ahn.eval.flops import parse_length
+from ahn.generate import add_model_arguments, device_of
 
 CHAT = {"auto": None, "on": True, "off": False}
 
@@ -17,10 +18,7 @@ def _csv(text: str) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--base", required=True, help="base model directory, or a name of `ahn fetch-base`"
-    )
-    parser.add_argument("--ahn", help="AHN checkpoint directory (ours or official)")
+    add_model_arguments(parser, mode=False)
     parser.add_argument(
         "--task",
         required=True,
@@ -50,16 +48,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="chat template (auto: if the tokenizer has one)",
     )
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if any)")
-    parser.add_argument(
-        "--dtype", default="auto", choices=dtypes.CHOICES, help="auto: bf16 where it is fast"
-    )
-
-
-def _device(name: str | None) -> str:
-    import torch
-
-    return name or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def load_model(base: str, ahn_dir: str | None, window, sinks, device: str, dtype: str):
@@ -71,7 +59,7 @@ def load_model(base: str, ahn_dir: str | None, window, sinks, device: str, dtype
     from ahn.bases import resolve
 
     base = resolve(base)
-    device = _device(device)
+    device = str(device_of(device))
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=dtypes.resolve(dtype, device)).to(
         device

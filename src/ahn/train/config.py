@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from ahn import dtypes
 from ahn.config import MEMORY_TYPES, AHNConfig
+from ahn.flags import opt
 
 # --loss name -> (weight of KL(teacher || student), weight of the student's CE)
 LOSS_WEIGHTS: dict[str, tuple[float, float]] = {
@@ -19,10 +20,6 @@ TRAIN_DTYPES = ("auto", "float32", "bfloat16")  # of `ahn.dtypes`; auto: bf16 wh
 TRAIN_WINDOWS = ("random", "fixed")
 
 
-def _opt(help_text: str, **extra) -> dict:
-    return {"help": help_text, **extra}
-
-
 @dataclass
 class TrainConfig:
     """A self-distillation run (SPEC §5): the frozen base in "full" mode teaches its own "ahn" mode.
@@ -30,64 +27,64 @@ class TrainConfig:
     Every field is also a flag of `ahn train` (`seq_len` -> `--seq-len`); `help` below is its text.
     """
 
-    output: str = field(metadata=_opt("directory for the trained AHN, checkpoints and the log"))
-    base: str | None = field(default=None, metadata=_opt("base model directory (transformers)"))
+    output: str = field(metadata=opt("directory for the trained AHN, checkpoints and the log"))
+    base: str | None = field(default=None, metadata=opt("base model directory (transformers)"))
     data: list[str] = field(
-        default_factory=list, metadata=_opt(".jsonl ({text|messages|input_ids}) or .txt files")
+        default_factory=list, metadata=opt(".jsonl ({text|messages|input_ids}) or .txt files")
     )
-    memory: str = field(default="gated_deltanet", metadata=_opt("AHN rule", choices=MEMORY_TYPES))
-    window: int = field(default=32640, metadata=_opt("inference window saved with the result"))
-    sinks: int = field(default=128, metadata=_opt("inference sinks saved with the result"))
+    memory: str = field(default="gated_deltanet", metadata=opt("AHN rule", choices=MEMORY_TYPES))
+    window: int = field(default=32640, metadata=opt("inference window saved with the result"))
+    sinks: int = field(default=128, metadata=opt("inference sinks saved with the result"))
     layers: list[int] | None = field(
-        default=None, metadata=_opt("decoder layers to augment (default: all)")
+        default=None, metadata=opt("decoder layers to augment (default: all)")
     )
     init_ahn: str | None = field(
         default=None,
-        metadata=_opt("start from this AHN's weights (ahn.save dir or Hub id; same memory rule)"),
+        metadata=opt("start from this AHN's weights (ahn.save dir or Hub id; same memory rule)"),
     )
     train_window: str = field(
         default="random",
-        metadata=_opt(
+        metadata=opt(
             "lossless size per step: drawn (SPEC §5) or --window/--sinks", choices=TRAIN_WINDOWS
         ),
     )
     min_sinks: int = field(
-        default=0, metadata=_opt("random windows: draw no fewer sinks than this (when possible)")
+        default=0, metadata=opt("random windows: draw no fewer sinks than this (when possible)")
     )
-    seq_len: int = field(default=8192, metadata=_opt("cutoff: tokens kept per sample"))
-    min_len: int = field(default=0, metadata=_opt("drop samples shorter than this (tokens)"))
-    steps: int = field(default=1000, metadata=_opt("optimizer steps"))
-    batch_size: int = field(default=1, metadata=_opt("samples per process per micro-batch"))
-    grad_accum: int = field(default=1, metadata=_opt("micro-batches per optimizer step"))
-    lr: float = field(default=1e-4, metadata=_opt("peak learning rate"))
+    seq_len: int = field(default=8192, metadata=opt("cutoff: tokens kept per sample"))
+    min_len: int = field(default=0, metadata=opt("drop samples shorter than this (tokens)"))
+    steps: int = field(default=1000, metadata=opt("optimizer steps"))
+    batch_size: int = field(default=1, metadata=opt("samples per process per micro-batch"))
+    grad_accum: int = field(default=1, metadata=opt("micro-batches per optimizer step"))
+    lr: float = field(default=1e-4, metadata=opt("peak learning rate"))
     warmup: float = field(
-        default=0.1, metadata=_opt("linear warmup: a fraction of --steps if < 1, else steps")
+        default=0.1, metadata=opt("linear warmup: a fraction of --steps if < 1, else steps")
     )
-    weight_decay: float = field(default=0.1, metadata=_opt("AdamW decay of matrices"))
-    max_grad_norm: float = field(default=1.0, metadata=_opt("gradient clipping (0: off)"))
-    loss: str = field(default="kl", metadata=_opt("training loss", choices=tuple(LOSS_WEIGHTS)))
-    seed: int = field(default=42, metadata=_opt("seed of the AHN init, data order, windows"))
-    save_every: int = field(default=500, metadata=_opt("checkpoint every N steps (0: never)"))
-    resume: bool = field(default=False, metadata=_opt("continue from the newest checkpoint"))
-    dtype: str = field(default="float32", metadata=_opt("base weights dtype", choices=TRAIN_DTYPES))
+    weight_decay: float = field(default=0.1, metadata=opt("AdamW decay of matrices"))
+    max_grad_norm: float = field(default=1.0, metadata=opt("gradient clipping (0: off)"))
+    loss: str = field(default="kl", metadata=opt("training loss", choices=tuple(LOSS_WEIGHTS)))
+    seed: int = field(default=42, metadata=opt("seed of the AHN init, data order, windows"))
+    save_every: int = field(default=500, metadata=opt("checkpoint every N steps (0: never)"))
+    resume: bool = field(default=False, metadata=opt("continue from the newest checkpoint"))
+    dtype: str = field(default="float32", metadata=opt("base weights dtype", choices=TRAIN_DTYPES))
     gradient_checkpointing: bool = field(
-        default=False, metadata=_opt("recompute decoder layers in backward")
+        default=False, metadata=opt("recompute decoder layers in backward")
     )
     fsdp: bool = field(
-        default=False, metadata=_opt("shard the base over the processes (FSDP2, per layer)")
+        default=False, metadata=opt("shard the base over the processes (FSDP2, per layer)")
     )
     skip_bad_lines: bool = field(
-        default=False, metadata=_opt("warn about malformed data lines instead of failing")
+        default=False, metadata=opt("warn about malformed data lines instead of failing")
     )
     assistant_only: bool = field(
-        default=False, metadata=_opt("messages data: loss only on assistant tokens")
+        default=False, metadata=opt("messages data: loss only on assistant tokens")
     )
-    shuffle_buffer: int = field(default=10000, metadata=_opt("samples in the shuffle buffer"))
+    shuffle_buffer: int = field(default=10000, metadata=opt("samples in the shuffle buffer"))
     logit_chunk: int = field(
-        default=1024, metadata=_opt("positions per chunk of vocabulary-sized logits")
+        default=1024, metadata=opt("positions per chunk of vocabulary-sized logits")
     )
-    tensorboard: bool = field(default=False, metadata=_opt("also log to OUTPUT/tensorboard"))
-    device: str | None = field(default=None, metadata=_opt("cpu, cuda, ... (default: auto)"))
+    tensorboard: bool = field(default=False, metadata=opt("also log to OUTPUT/tensorboard"))
+    device: str | None = field(default=None, metadata=opt("cpu, cuda, ... (default: auto)"))
 
     def __post_init__(self) -> None:
         self.data = [str(path) for path in self.data]
