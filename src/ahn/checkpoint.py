@@ -215,6 +215,10 @@ def _load_tensors(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path
             f"{' ...' if len(unexpected) > 5 else ''}"
         )
     for name, param in params.items():
+        if not tensors[name].is_floating_point():
+            raise ValueError(
+                f"{name}: dtype {tensors[name].dtype} in {path}; AHN weights are floats"
+            )
         if tuple(tensors[name].shape) != tuple(param.shape):
             raise ValueError(
                 f"{name}: shape {tuple(tensors[name].shape)} in the checkpoint, "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -370,6 +371,7 @@ def _decoder_pre_hook(decoder, args, kwargs):
                 "an AHN cache (sinks + window + memory) was passed in mode 'full', which needs "
                 "every past token: switch to the mode it was made in, or pass no cache"
             )
+        _warn_beyond_context(decoder.config, args, kwargs, kwargs.get(key))
         return None
     cache = _ahn_cache(rt, kwargs.get(key), _wants_cache(decoder, kwargs))
     kwargs[key] = cache
@@ -377,15 +379,44 @@ def _decoder_pre_hook(decoder, args, kwargs):
     mask = kwargs.get("attention_mask")
     pad = left_padding(mask, B, device)
     if isinstance(cache, AHNCache):
-        if cache.pad is None:
-            cache.pad = pad
-        elif mask is not None and not torch.equal(cache.pad.clamp(max=mask.shape[-1]), pad):
-            raise ValueError(
-                "attention_mask disagrees with the left padding the cache started with"
-            )
+        cache.pad = pad if cache.pad is None else _grown_padding(cache, mask, pad)
         pad = cache.pad
     rt.pad, rt.pad_max = pad, int(pad.max()) if pad.numel() else 0
     return args, kwargs
+
+
+def _grown_padding(cache: AHNCache, mask, pad: torch.Tensor) -> torch.Tensor:
+    """The cache's left padding after this call's mask: fixed once a row has a real token; a
+    row that so far held only padding (fed one piece at a time) may still grow it."""
+    if mask is None:
+        return cache.pad
+    seen = cache.get_seq_length()
+    only_padding = cache.pad >= seen  # [B] every slot so far was padding
+    agrees = (cache.pad.clamp(max=mask.shape[-1]) == pad) | (only_padding & (pad >= seen))
+    if not bool(agrees.all()):
+        raise ValueError(
+            f"attention_mask gives left padding {pad.tolist()}, but the cache started with "
+            f"{cache.pad.tolist()}: only left padding, fixed before a row's first real token"
+        )
+    return torch.where(only_padding, pad, cache.pad)
+
+
+def _warn_beyond_context(config, args, kwargs, cache) -> None:
+    """Full attention past `max_position_embeddings` leaves the base's trained range (the AHN
+    and sliding modes attend to sinks + window only): say so, once per call site."""
+    limit = getattr(config, "max_position_embeddings", None)
+    x = kwargs.get("input_ids", args[0] if args else None)
+    x = kwargs.get("inputs_embeds") if x is None else x
+    if limit is None or x is None:
+        return
+    total = x.shape[1] + (cache.get_seq_length() if isinstance(cache, Cache) else 0)
+    if total > limit:
+        warnings.warn(
+            f"mode 'full' over {total} tokens: beyond the base's max_position_embeddings="
+            f"{limit}, full attention leaves its trained range (modes 'ahn' and 'sliding' do "
+            "not: they attend to sinks + window only)",
+            stacklevel=2,
+        )
 
 
 def _attention_pre_hook(attn, args, kwargs):
