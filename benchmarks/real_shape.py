@@ -1,0 +1,328 @@
+"""Speed on a real model's shape: SmolLM2-135M (30 layers, hidden 576, 9 / 3 heads, head dim 64,
+vocab 49,152; random weights, or the real base with --real when `ahn fetch-base` cached it).
+
+Three parts, each measured side by side in this one run:
+  floor      matmul throughput of this machine (F.linear at the model's MLP shape), fp32 and
+             bf16, and what it makes of a batch's matmul FLOPs: the "floor" time of a step
+  train      one `ahn.train` step (teacher forward + student forward and backward + chunked KL
+             + AdamW) at 2 x 1,024 and 1 x 4,096 tokens against one teacher forward of the same
+             batch and against the floor; then where the step's time goes (torch.profiler,
+             self time per op)
+  inference  prefill and decode per method (full / sliding / ahn, window 480 + 32 sinks) at
+             2k / 8k (and 32k with --lengths), each in a fresh process for its peak RSS
+
+    python benchmarks/real_shape.py                        # fp32, 2 threads
+    python benchmarks/real_shape.py --dtype bfloat16 --parts floor,train
+    python benchmarks/real_shape.py --parts inference --lengths 2048,8192,32768
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+SHAPE = dict(
+    hidden_size=576,
+    intermediate_size=1536,
+    num_hidden_layers=30,
+    num_attention_heads=9,
+    num_key_value_heads=3,
+    head_dim=64,
+    vocab_size=49152,
+)
+METHODS = ("full", "sliding", "ahn")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--parts", default="floor,train,inference")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--real", action="store_true", help="the cached SmolLM2 weights")
+    parser.add_argument("--batches", default="2x1024,1x4096", help="train batches BxT")
+    parser.add_argument("--lengths", default="2048,8192", help="inference lengths")
+    parser.add_argument("--decode-tokens", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=2, help="timed train steps after a warm-up")
+    parser.add_argument("--window", type=int, default=480)
+    parser.add_argument("--sinks", type=int, default=32)
+    parser.add_argument("--layers", type=int, help="fewer layers (a quick smoke run)")
+    parser.add_argument("--json", help="also write every figure to this file")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # method:length
+    return parser.parse_args(argv)
+
+
+def build_model(args):
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    import ahn
+
+    dtype = getattr(torch, args.dtype)
+    if args.real:
+        from ahn.bases import fetch_base
+
+        model = AutoModelForCausalLM.from_pretrained(
+            fetch_base("smollm2-135m-instruct"), dtype=dtype
+        )
+    else:
+        torch.manual_seed(0)
+        shape = dict(SHAPE, num_hidden_layers=args.layers or SHAPE["num_hidden_layers"])
+        config = LlamaConfig(**shape, tie_word_embeddings=True, max_position_embeddings=1 << 16)
+        model = LlamaForCausalLM(config).to(dtype)
+    model.eval()
+    ahn.augment(model, ahn.AHNConfig(window=args.window, sinks=args.sinks))
+    with torch.no_grad():
+        for _, p in ahn.trainable_parameters(model):
+            p.normal_(0.0, 0.02)
+    return model
+
+
+def gemm_gflops(dtype, rows=2048, repeats=5) -> float:
+    """F.linear at the MLP up-projection shape: [rows, 576] x [576, 1536]."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.randn(rows, SHAPE["hidden_size"], dtype=dtype)
+    w = torch.randn(SHAPE["intermediate_size"], SHAPE["hidden_size"], dtype=dtype)
+    F.linear(x, w)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        F.linear(x, w)
+        times.append(time.perf_counter() - start)
+    return 2 * x.shape[0] * w.numel() / min(times) / 1e9
+
+
+def matmul_parameters(model) -> int:
+    """Weights of the real matmuls per token: every linear layer of the base and the LM head
+    (the input embedding is a lookup, not a matmul; AHN and norm weights are left out)."""
+    layers = sum(
+        m.weight.numel()
+        for n, m in model.model.layers.named_modules()
+        if isinstance(m, torch_linear()) and ".ahn." not in f".{n}."
+    )
+    return layers + model.lm_head.weight.numel()
+
+
+def torch_linear():
+    import torch
+
+    return torch.nn.Linear
+
+
+def step_flops(model, B: int, T: int, lossless: int) -> float:
+    """Matmul FLOPs a training step cannot avoid: teacher forward, student forward and the
+    student's backward to its inputs (no weight gradients for the frozen base), 2 per MAC."""
+    cfg = model.config
+    linear = 2 * matmul_parameters(model) * B * T
+    per_pair = 4 * cfg.num_attention_heads * cfg.head_dim * cfg.num_hidden_layers
+    full = per_pair * B * T * (T + 1) / 2
+    window = per_pair * B * sum(min(t + 1, lossless) for t in range(T))
+    return 3 * linear + full + 3 * window
+
+
+def train_part(model, args, report):
+    import torch
+
+    import ahn
+    from ahn.train.config import TrainConfig
+    from ahn.train.data import Sample
+    from ahn.train.distributed import DistEnv
+    from ahn.train.loop import build_optimizer, train_step
+
+    gflops = report.setdefault("floor", {}).get(args.dtype) or gemm_gflops(
+        getattr(torch, args.dtype)
+    )
+    named = ahn.trainable_parameters(model)
+    rows = []
+    print(
+        "\n| batch | teacher forward s | train step s | step / teacher | floor s | "
+        "% of floor | tokens/s |\n|---|---:|---:|---:|---:|---:|---:|"
+    )
+    for spec in args.batches.split(","):
+        B, T = map(int, spec.split("x"))
+        config = TrainConfig(
+            output=tempfile.mkdtemp(),
+            seq_len=T,
+            train_window="fixed",
+            window=args.window,
+            sinks=args.sinks,
+            steps=args.repeats + 1,
+        )
+        optimizer = build_optimizer(named, config)
+        ids = torch.randint(
+            0, model.config.vocab_size, (B, T), generator=torch.Generator().manual_seed(T)
+        )
+        batch = [Sample(row.tolist()) for row in ids]
+        with torch.no_grad(), ahn.mode(model, "full"):
+            model(ids, use_cache=False)  # warm-up
+            start = time.perf_counter()
+            model(ids, use_cache=False)
+            teacher = time.perf_counter() - start
+        env = DistEnv(device=torch.device("cpu"))
+        params = [p for _, p in named]
+        times = []
+        for step in range(args.repeats + 1):
+            start = time.perf_counter()
+            train_step(model, optimizer, params, batch, step, config, env)
+            times.append(time.perf_counter() - start)
+        seconds = statistics.median(times[1:])
+        floor = step_flops(model, B, T, args.sinks + args.window) / (gflops * 1e9)
+        row = {
+            "batch": spec,
+            "teacher_forward_s": teacher,
+            "train_step_s": seconds,
+            "step_over_teacher": seconds / teacher,
+            "floor_s": floor,
+            "share_of_floor": floor / seconds,
+            "tokens_per_s": B * T / seconds,
+        }
+        rows.append(row)
+        print(
+            f"| {spec} | {teacher:.2f} | {seconds:.2f} | {seconds / teacher:.2f}x | "
+            f"{floor:.2f} | {100 * floor / seconds:.0f}% | {B * T / seconds:.0f} |",
+            flush=True,
+        )
+    report["train"] = rows
+    report["train_breakdown"] = breakdown(model, optimizer, params, batch, config, env)
+
+
+def breakdown(model, optimizer, params, batch, config, env, top=12):
+    """Self CPU time per op of one train step (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from ahn.train.loop import train_step
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        train_step(model, optimizer, params, batch, 0, config, env)
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) or 1
+    print(
+        f"\nwhere one {len(batch)}x{len(batch[0])} step's time goes (self CPU time, top {top}):\n"
+        "| op | calls | self s | share |\n|---|---:|---:|---:|"
+    )
+    rows = []
+    for e in events[:top]:
+        rows.append(
+            {
+                "op": e.key,
+                "calls": e.count,
+                "self_s": e.self_cpu_time_total / 1e6,
+                "share": e.self_cpu_time_total / total,
+            }
+        )
+        print(
+            f"| {e.key} | {e.count} | {e.self_cpu_time_total / 1e6:.2f} | "
+            f"{100 * e.self_cpu_time_total / total:.1f}% |"
+        )
+    return rows
+
+
+def inference_worker(args) -> dict:
+    """Prefill `length` random tokens in one method, then decode; in a process of its own."""
+    import torch
+
+    import ahn
+
+    torch.set_num_threads(args.threads)
+    method, length = args.worker.split(":")
+    model = build_model(args)
+    ids = torch.randint(
+        0, model.config.vocab_size, (1, int(length)), generator=torch.Generator().manual_seed(0)
+    )
+    with torch.no_grad(), ahn.mode(model, method):
+        cache = ahn.new_cache(model) if method != "full" else None
+        start = time.perf_counter()
+        out = model(ids, cache=cache, use_cache=True, logits_to_keep=1)
+        prefill = time.perf_counter() - start
+        cache, token = out.cache, out.logits[:, -1:].argmax(-1)
+        steps = []
+        for _ in range(args.decode_tokens):
+            start = time.perf_counter()
+            out = model(token, cache=cache, use_cache=True)
+            steps.append(time.perf_counter() - start)
+            cache, token = out.cache, out.logits[:, -1:].argmax(-1)
+    return {
+        "method": method,
+        "length": int(length),
+        "prefill_s": prefill,
+        "decode_ms": 1000 * statistics.median(steps),
+        "cache_mib": ahn.cache_bytes(cache) / 2**20,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def inference_part(args, report):
+    rows = []
+    print(
+        "\n| length | method | prefill s | decode ms/token | cache MiB | peak RSS MiB |\n"
+        "|---:|---|---:|---:|---:|---:|"
+    )
+    for length in map(int, args.lengths.split(",")):
+        for method in METHODS:
+            argv = [sys.executable, __file__, *sys.argv[1:], "--worker", f"{method}:{length}"]
+            done = subprocess.run(argv, capture_output=True, text=True)
+            if done.returncode != 0:
+                print(f"| {length} | {method} | failed: {done.stderr.strip().splitlines()[-1]} |")
+                continue
+            row = json.loads(done.stdout.strip().splitlines()[-1])
+            rows.append(row)
+            print(
+                f"| {length} | {method} | {row['prefill_s']:.2f} | {row['decode_ms']:.1f} | "
+                f"{row['cache_mib']:.1f} | {row['peak_rss_mib']:.0f} |",
+                flush=True,
+            )
+    by = {(r["method"], r["length"]): r for r in rows}
+    lengths = sorted({r["length"] for r in rows})
+    print("\n| ratio | " + " | ".join(map(str, lengths)) + " |\n|---|" + "---:|" * len(lengths))
+    for name, num, den, key in [
+        ("ahn / sliding prefill", "ahn", "sliding", "prefill_s"),
+        ("ahn / sliding decode", "ahn", "sliding", "decode_ms"),
+        ("ahn / full prefill", "ahn", "full", "prefill_s"),
+        ("ahn / full decode", "ahn", "full", "decode_ms"),
+    ]:
+        cells = [
+            f"{by[num, n][key] / by[den, n][key]:.2f}x"
+            if (num, n) in by and (den, n) in by
+            else "-"
+            for n in lengths
+        ]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    report["inference"] = rows
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        print(json.dumps(inference_worker(args)))
+        return 0
+    import torch
+
+    torch.set_num_threads(args.threads)
+    parts = set(args.parts.split(","))
+    report = {"args": vars(args)}
+    if "floor" in parts:
+        report["floor"] = {
+            name: gemm_gflops(getattr(torch, name)) for name in ("float32", "bfloat16")
+        }
+        print("| matmul (F.linear 2048 x 576 x 1536) | GFLOP/s |\n|---|---:|")
+        for name, value in report["floor"].items():
+            print(f"| {name} | {value:.1f} |")
+    if "train" in parts:
+        train_part(build_model(args), args, report)
+    if "inference" in parts:
+        inference_part(args, report)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(report, handle, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
