@@ -23,7 +23,7 @@ from transformers.cache_utils import Cache
 
 from ahn.config import MODES, AHNConfig
 from ahn.integration.attention import LayerContext, ahn_attention
-from ahn.integration.cache import AHNCache, Lossless
+from ahn.integration.cache import AHNCache, Lossless, ReadsLossless
 from ahn.memory import AHN
 from ahn.registry import rule
 
@@ -32,7 +32,7 @@ CACHE_KWARGS = ("cache", "past_key_values")
 
 
 @dataclass
-class Runtime:
+class Runtime(ReadsLossless):
     """What an augmented model carries besides its parameters (`model._ahn_runtime`)."""
 
     config: AHNConfig
@@ -47,14 +47,6 @@ class Runtime:
     pad_max: int = 0
     handles: list = field(default_factory=list)
     requires_grad: dict = field(default_factory=dict)  # base parameter name -> flag before
-
-    @property
-    def window(self) -> int:
-        return self.lossless.window
-
-    @property
-    def sinks(self) -> int:
-        return self.lossless.sinks
 
     def new_cache(self) -> AHNCache:
         return AHNCache(len(self.decoder.layers), self.windowed, self.window, self.sinks)

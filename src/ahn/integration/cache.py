@@ -24,6 +24,20 @@ class Lossless:
     sinks: int
 
 
+class ReadsLossless:
+    """`window` and `sinks` read from `self.lossless`, their one owner (never copied)."""
+
+    lossless: Lossless
+
+    @property
+    def window(self) -> int:
+        return self.lossless.window
+
+    @property
+    def sinks(self) -> int:
+        return self.lossless.sinks
+
+
 @dataclass
 class LosslessView:
     """What one attention step sees: the layer's stored tokens followed by the new ones.
@@ -43,7 +57,7 @@ class LosslessView:
     seen: int  # slots seen before the new chunk
 
 
-class AHNLayer(CacheLayerMixin):
+class AHNLayer(ReadsLossless, CacheLayerMixin):
     """Cache of one windowed layer: at most `sinks + window` keys/values plus a memory state.
 
     `update` (called by the attention module before the attention function) only hands the
@@ -60,14 +74,6 @@ class AHNLayer(CacheLayerMixin):
         self.sink_k = self.sink_v = self.sink_ok = None
         self.gates: torch.Tensor | None = None  # [B, w, H, G] write-gate logits
         self.state: torch.Tensor | None = None  # [B, H, D, D] float32
-
-    @property
-    def window(self) -> int:
-        return self.lossless.window
-
-    @property
-    def sinks(self) -> int:
-        return self.lossless.sinks
 
     def lazy_initialization(self, key_states, value_states) -> None:
         B, Hkv, _, D = key_states.shape
@@ -164,7 +170,7 @@ def _add_sinks(sink_k, sink_v, sink_ok, k_new, v_new, pad, seen):
     return sink_k, sink_v, sink_ok | in_chunk
 
 
-class AHNCache(Cache):
+class AHNCache(ReadsLossless, Cache):
     """A `transformers` Cache whose windowed layers are `AHNLayer`s and whose full-attention
     layers (those not in `AHNConfig.layers`) are ordinary `DynamicLayer`s.
 
@@ -189,14 +195,6 @@ class AHNCache(Cache):
         """An independent copy (its size is fixed, so copies are cheap): generating from the
         copy leaves this cache as it was, to answer the next question from the same memory."""
         return _copy.deepcopy(self)
-
-    @property
-    def window(self) -> int:
-        return self.lossless.window
-
-    @property
-    def sinks(self) -> int:
-        return self.lossless.sinks
 
     def resize(self, lossless: Lossless) -> None:
         """Give an empty cache other lossless sizes (a cache holding tokens keeps its own)."""
