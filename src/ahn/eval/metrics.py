@@ -2,15 +2,20 @@
 
 Every LongBench / LV-Eval metric has the official signature
 `fn(prediction, ground_truth, **kwargs) -> float` and the official semantics, quirks included
-(see each docstring). Nothing is downloaded: ROUGE-L is a port of the `rouge` package
-(`ahn.eval._rouge`), `fuzz.ratio` is difflib's `SequenceMatcher` as fuzzywuzzy uses it without
-python-Levenshtein, and Chinese word segmentation uses `jieba` (imported when first needed).
+(see each docstring). ROUGE-L and `fuzz.ratio` come from the official scorers' libraries
+(`rouge`, `fuzzywuzzy`, in the `eval` extra) when installed; otherwise from local ports (a port
+of `rouge` in `ahn.eval._rouge`, difflib's `SequenceMatcher` as fuzzywuzzy uses it without
+python-Levenshtein), tested equal to them. `scorers()` says which ran (results.json keeps it).
+Chinese word segmentation uses `jieba` (imported when first needed).
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import re
 import string
+import warnings
 from collections import Counter
 from difflib import SequenceMatcher
 
@@ -138,11 +143,40 @@ def qa_f1_zh_score_factrecall(prediction: str, ground_truth: str, **kwargs) -> f
     return sum(common.values()) / len(ground_truth_tokens)
 
 
-def rouge_score(prediction: str, ground_truth: str, **kwargs) -> float:
-    """ROUGE-L F of the `rouge` package; 0.0 where the package raises (e.g. empty prediction)."""
+@functools.cache
+def _official(module: str):
+    """The official scorers' library (`rouge`, `fuzzywuzzy.fuzz`) when installed (the `eval`
+    extra), else None: the local port then runs."""
     try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # fuzzywuzzy: "using slow pure-python SequenceMatcher"
+            return importlib.import_module(module)
+    except ImportError:
+        return None
+
+
+def scorers() -> dict[str, str]:
+    """Which implementation computes ROUGE and the fuzz ratio here (kept in results.json)."""
+    from importlib.metadata import version
+
+    def which(module, dist, port):
+        return f"{dist} {version(dist)}" if _official(module) else port
+
+    return {
+        "rouge": which("rouge", "rouge", "ahn port of rouge 1.0.1 (ahn.eval._rouge)"),
+        "fuzz": which("fuzzywuzzy.fuzz", "fuzzywuzzy", "ahn port of fuzzywuzzy (difflib)"),
+    }
+
+
+def rouge_score(prediction: str, ground_truth: str, **kwargs) -> float:
+    """ROUGE-L F of the `rouge` package (the port when it is not installed); 0.0 where the
+    package raises (e.g. an empty prediction), as the official scorers do."""
+    lib = _official("rouge")
+    try:
+        if lib is not None:
+            return lib.Rouge().get_scores([prediction], [ground_truth], avg=True)["rouge-l"]["f"]
         return rouge_l_f(prediction, ground_truth)
-    except ValueError:
+    except Exception:  # the official code: `except: return 0.0`
         return 0.0
 
 
@@ -205,6 +239,12 @@ def retrieval_zh_score(prediction: str, ground_truth: str, **kwargs) -> float:
 
 
 def fuzz_ratio(s1: str, s2: str) -> int:
+    """`fuzzywuzzy.fuzz.ratio` (the port below when it is not installed)."""
+    lib = _official("fuzzywuzzy.fuzz")
+    return lib.ratio(s1, s2) if lib is not None else fuzz_ratio_port(s1, s2)
+
+
+def fuzz_ratio_port(s1: str, s2: str) -> int:
     """`fuzzywuzzy.fuzz.ratio` without python-Levenshtein: 100 if equal, 0 if one is empty,
     else round(100 * difflib ratio) with Python's (banker's) rounding."""
     if s1 == s2:

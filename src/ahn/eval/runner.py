@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 import ahn
 from ahn import atomic
 from ahn.config import MODES
-from ahn.eval import benchmarks, nll, synthetic
+from ahn.eval import benchmarks, metrics, nll, synthetic
 from ahn.integration.augment import runtime_of
 
 
@@ -386,6 +386,7 @@ def evaluate(model, tokenizer, config: EvalConfig, output_dir: str | Path, progr
     bar.close()
     results = report.aggregate([records[k] for k in wanted], window, sinks)
     results["config"] = asdict(config)
+    results["scorers"] = metrics.scorers()
     atomic.write_json(out / "results.json", results)
     atomic.write_text(out / "results.md", report.markdown(results))
     if can_plot:
