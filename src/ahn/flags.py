@@ -1,6 +1,8 @@
 """The one way the CLI turns a config dataclass into flags: each field is a flag
 (`seq_len` -> `--seq-len`), its `help` and `choices` from `opt(...)` metadata, its type and
-default from the field. Imports no torch (every `--help` stays instant)."""
+default from the field. `opt(..., parse=fn)` reads the flag's text with `fn` (e.g. "4k,16k" ->
+[4096, 16384]); `opt(..., flag="task")` names the flag otherwise than the field. Imports no
+torch (every `--help` stays instant)."""
 
 from __future__ import annotations
 
@@ -30,23 +32,40 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, required=()) -
     """One flag per field of dataclass `cls`; fields named in `required` must be given."""
     for field in dataclasses.fields(cls):
         kind = str(field.type)
-        if kind not in ARG_TYPES:
+        meta = field.metadata
+        if "parse" in meta:
+            kwargs = {"type": _reader(meta["parse"])}
+        elif kind in ARG_TYPES:
+            kwargs = dict(ARG_TYPES[kind])
+        else:
             raise TypeError(f"{cls.__name__}.{field.name}: no flag for type {kind!r}")
-        kwargs = dict(ARG_TYPES[kind])
-        if "choices" in field.metadata:
-            kwargs["choices"] = field.metadata["choices"]
+        kwargs.update({k: meta[k] for k in ("choices", "metavar") if k in meta})
         default = default_of(field)
         if kwargs.get("action") != "store_true":
             kwargs["default"] = default
-        help_text = field.metadata.get("help", "")
+        help_text = meta.get("help", "")
         if field.name not in required and default not in (None, False, []):
             help_text += f" (default: {default})"
         parser.add_argument(
-            "--" + field.name.replace("_", "-"),
+            "--" + meta.get("flag", field.name).replace("_", "-"),
+            dest=field.name,
             required=field.name in required,
             help=help_text.strip() or None,
             **kwargs,
         )
+
+
+def _reader(parse):
+    """argparse `type=`: its ValueError message becomes the usage error's text."""
+
+    def read(text: str):
+        try:
+            return parse(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    read.__name__ = parse.__name__
+    return read
 
 
 def default_of(field: dataclasses.Field) -> typing.Any:

@@ -10,7 +10,7 @@ import torch
 import ahn
 from ahn.cli import main
 from ahn.eval import synthetic
-from ahn.eval.runner import EvalConfig
+from ahn.eval.config import EvalConfig
 
 
 @pytest.fixture(scope="module")

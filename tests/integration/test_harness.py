@@ -104,3 +104,17 @@ def test_lm_eval_model_ahn_bad_args(saved_base):
         AHNLM(pretrained=str(saved_base), mode="ahn", device="cpu")
     with pytest.raises(ValueError, match="mode="):
         AHNLM(pretrained=str(saved_base), mode="bogus", device="cpu")
+
+
+def test_ahn_lm_eval_command(saved_base, ahn_dir, tasks, tmp_path, monkeypatch, capsys):
+    """`ahn-lm-eval run --model ahn ...`: lm-eval's own command line, with the model registered."""
+    from ahn.eval.harness import cli
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    args = f"pretrained={saved_base},ahn={ahn_dir},mode=sliding,window=12,sinks=2"
+    argv = ["ahn-lm-eval", "run", "--model", "ahn", "--model_args", args, "--tasks",
+            "ahn_tiny_rolling", "--include_path", str(tasks), "--device", "cpu"]  # fmt: skip
+    monkeypatch.setattr("sys.argv", argv)
+    cli()
+    assert "ahn_tiny_rolling" in capsys.readouterr().out

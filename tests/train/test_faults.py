@@ -1,8 +1,11 @@
 """Fault injection: `ahn train` and `ahn eval` killed with SIGKILL at random points, then rerun,
 end with the results of an uninterrupted run; no half-written file is taken for a finished one.
+
+CI kills each twice (seeds 0, 1); more: `AHN_FAULT_SEEDS=0,1,2,3,4,5,6,7 python -m pytest ...`.
 """
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -16,7 +19,7 @@ from safetensors.torch import load_file
 import ahn
 from ahn.train.checkpoint import latest_checkpoint
 
-SEEDS = (0, 1)
+SEEDS = tuple(int(s) for s in os.environ.get("AHN_FAULT_SEEDS", "0,1").split(","))
 TEXT = "the quick brown fox jumps over the lazy dog while the old mill turns by the river. "
 
 

@@ -159,8 +159,9 @@ def run_demo(cfg: RealDemoConfig) -> dict:
     import ahn
     from ahn import bases
     from ahn.checkpoint import CONFIG_NAME
+    from ahn.eval.config import EvalConfig
     from ahn.eval.flops import efficiency
-    from ahn.eval.runner import EvalConfig, evaluate
+    from ahn.eval.runner import evaluate
 
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.output)

@@ -10,7 +10,7 @@
 - `ahn.eval.benchmarks.load("longbench:hotpotqa", folder, tokenizer, length)`: LongBench(-E),
   LV-Eval, InfiniteBench from their local jsonl files.
 - `ahn.eval.nll`: per-token NLL, bucketed by position.
-- `ahn.eval.runner.evaluate(model, tokenizer, EvalConfig(...), output_dir)`: every item under
-  every method, resumable; writes predictions.jsonl, results.json, results.md and PNG plots
-  (`ahn eval` on the command line).
+- `ahn.eval.runner.evaluate(model, tokenizer, EvalConfig(...), output_dir)` (`EvalConfig` in
+  `ahn.eval.config`): every item under every method, resumable; writes predictions.jsonl,
+  results.json, results.md and PNG plots (`ahn eval` on the command line).
 """

@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -21,76 +21,9 @@ from tqdm.auto import tqdm
 
 import ahn
 from ahn import atomic
-from ahn.config import MODES
 from ahn.eval import benchmarks, metrics, nll, synthetic
+from ahn.eval.config import EvalConfig
 from ahn.integration.augment import runtime_of
-
-
-@dataclass
-class EvalConfig:
-    """What to evaluate.
-
-    Args:
-        tasks: names from `synthetic.TASKS` or groups of `synthetic.GROUPS`, "nll" (language
-            modelling on `data`), "<benchmark>:<dataset>" with a benchmark of
-            `benchmarks.BENCHMARKS` (files in `data`), or "<benchmark>:all" (every dataset of
-            the benchmark whose file is in the folder `data`).
-        lengths: token budgets (synthetic), piece lengths (nll), truncation lengths (benchmarks).
-        methods: subset of ("full", "sliding", "ahn").
-        depths: needle depths of the synthetic tasks (0 = start, 1 = end).
-        samples: prompts per (synthetic task, length, depth).
-        limit: at most this many items per nll length / benchmark dataset (None: all of them,
-            as lm-eval without `--limit`).
-        window, sinks: override the model's lossless sizes for "sliding" and "ahn".
-        data: documents for "nll" (.jsonl/.txt/dir), benchmark files, or the essay haystack
-            text file of the synthetic tasks that need one.
-        max_new_tokens: override every task's generation length.
-        nll_bucket: positions per NLL bucket (default length // 32).
-        chat: wrap prompts in the tokenizer's chat template (`None`: when it has one).
-    """
-
-    tasks: list[str]
-    lengths: list[int]
-    methods: list[str] = field(default_factory=lambda: list(MODES))
-    depths: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
-    samples: int = 1
-    limit: int | None = None
-    seed: int = 42
-    window: int | None = None
-    sinks: int | None = None
-    data: str | None = None
-    max_new_tokens: int | None = None
-    nll_bucket: int | None = None
-    text_key: str = "text"
-    chat: bool | None = None
-
-    def __post_init__(self) -> None:
-        expanded = [
-            name
-            for task in self.tasks
-            for member in synthetic.GROUPS.get(task, (task,))
-            for name in benchmarks.expand(member, self.data)
-        ]
-        self.tasks = list(dict.fromkeys(expanded))
-        for task in self.tasks:
-            if task not in synthetic.TASKS and task != "nll" and not benchmarks.is_benchmark(task):
-                raise ValueError(
-                    f"task {task!r} is unknown; valid: {', '.join(synthetic.TASKS)}, "
-                    f"{', '.join(synthetic.GROUPS)}, nll, or one of {benchmarks.names()}"
-                )
-        bad = [m for m in self.methods if m not in MODES]
-        if bad or not self.methods:
-            raise ValueError(f"methods={self.methods} must be a non-empty subset of {MODES}")
-        if not self.lengths or any(not isinstance(n, int) or n < 1 for n in self.lengths):
-            raise ValueError(f"lengths={self.lengths} must be positive integers")
-        if any(not 0.0 <= d <= 1.0 for d in self.depths) or not self.depths:
-            raise ValueError(f"depths={self.depths} must be in [0, 1]")
-        if self.samples < 1:
-            raise ValueError(f"samples={self.samples} must be >= 1")
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"limit={self.limit} must be >= 1 (or None: every item)")
-        if ("nll" in self.tasks or any(map(benchmarks.is_benchmark, self.tasks))) and not self.data:
-            raise ValueError("tasks 'nll' and benchmarks need data=PATH")
 
 
 def _key(*parts) -> str:

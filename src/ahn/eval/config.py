@@ -1,0 +1,128 @@
+"""`EvalConfig`: what `ahn eval` evaluates; every field is also its flag (`ahn.flags`).
+Imports no torch, so `ahn eval --help` stays instant."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ahn.config import MODES
+from ahn.eval import benchmarks, synthetic
+from ahn.eval.flops import parse_length
+from ahn.flags import opt
+
+
+def csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def csv_lengths(text: str) -> list[int]:
+    return [parse_length(n) for n in csv(text)]
+
+
+def csv_floats(text: str) -> list[float]:
+    try:
+        return [float(d) for d in csv(text)]
+    except ValueError:
+        raise ValueError(f"{text!r} is not a comma-separated list of numbers") from None
+
+
+CHAT = {"auto": None, "on": True, "off": False}
+
+
+def chat_choice(text: str) -> bool | None:
+    if text not in CHAT:
+        raise ValueError(f"--chat {text!r}: use one of {sorted(CHAT)}")
+    return CHAT[text]
+
+
+@dataclass
+class EvalConfig:
+    """What to evaluate.
+
+    Args:
+        tasks: names from `synthetic.TASKS` or groups of `synthetic.GROUPS`, "nll" (language
+            modelling on `data`), "<benchmark>:<dataset>" with a benchmark of
+            `benchmarks.BENCHMARKS` (files in `data`), or "<benchmark>:all" (every dataset of
+            the benchmark whose file is in the folder `data`).
+        lengths: token budgets (synthetic), piece lengths (nll), truncation lengths (benchmarks).
+        methods: subset of ("full", "sliding", "ahn").
+        depths: needle depths of the synthetic tasks (0 = start, 1 = end).
+        samples: prompts per (synthetic task, length, depth).
+        limit: at most this many items per nll length / benchmark dataset (None: all of them,
+            as lm-eval without `--limit`).
+        window, sinks: override the model's lossless sizes for "sliding" and "ahn".
+        data: documents for "nll" (.jsonl/.txt/dir), benchmark files, or the essay haystack
+            text file of the synthetic tasks that need one.
+        max_new_tokens: override every task's generation length.
+        nll_bucket: positions per NLL bucket (default length // 32).
+        chat: wrap prompts in the tokenizer's chat template (`None`: when it has one).
+    """
+
+    tasks: list[str] = field(
+        metadata=opt(
+            "comma-separated: synthetic tasks (passkey, niah_*, vt, kv_retrieval, copy), the "
+            "groups ruler / ruler_noise, nll, or <benchmark>:<dataset> / <benchmark>:all "
+            "with benchmark longbench, longbench_e, lveval, infinitebench",
+            flag="task",
+            parse=csv,
+        )
+    )
+    lengths: list[int] = field(
+        default_factory=lambda: [4096], metadata=opt("e.g. 4k,16k,32768", parse=csv_lengths)
+    )
+    methods: list[str] = field(
+        default_factory=lambda: list(MODES), metadata=opt("subset of full,sliding,ahn", parse=csv)
+    )
+    depths: list[float] = field(
+        default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0],
+        metadata=opt("needle depths", parse=csv_floats),
+    )
+    samples: int = field(default=1, metadata=opt("synthetic prompts per length and depth"))
+    limit: int | None = field(
+        default=None, metadata=opt("at most N items per nll length / benchmark dataset (all)")
+    )
+    seed: int = field(default=42, metadata=opt("seed of the synthetic prompts"))
+    window: int | None = field(default=None, metadata=opt("override the lossless window"))
+    sinks: int | None = field(default=None, metadata=opt("override the number of sinks"))
+    data: str | None = field(
+        default=None, metadata=opt("documents (nll), benchmark files, or essay haystack")
+    )
+    max_new_tokens: int | None = field(default=None, metadata=opt("override the generation length"))
+    nll_bucket: int | None = field(default=None, metadata=opt("positions per NLL bucket"))
+    text_key: str = field(default="text", metadata=opt("the text field of --data jsonl"))
+    chat: bool | None = field(
+        default=None,
+        metadata=opt(
+            "chat template: auto (if the tokenizer has one), on, off",
+            parse=chat_choice,
+            metavar="{auto,on,off}",
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        expanded = [
+            name
+            for task in self.tasks
+            for member in synthetic.GROUPS.get(task, (task,))
+            for name in benchmarks.expand(member, self.data)
+        ]
+        self.tasks = list(dict.fromkeys(expanded))
+        for task in self.tasks:
+            if task not in synthetic.TASKS and task != "nll" and not benchmarks.is_benchmark(task):
+                raise ValueError(
+                    f"task {task!r} is unknown; valid: {', '.join(synthetic.TASKS)}, "
+                    f"{', '.join(synthetic.GROUPS)}, nll, or one of {benchmarks.names()}"
+                )
+        bad = [m for m in self.methods if m not in MODES]
+        if bad or not self.methods:
+            raise ValueError(f"methods={self.methods} must be a non-empty subset of {MODES}")
+        if not self.lengths or any(not isinstance(n, int) or n < 1 for n in self.lengths):
+            raise ValueError(f"lengths={self.lengths} must be positive integers")
+        if any(not 0.0 <= d <= 1.0 for d in self.depths) or not self.depths:
+            raise ValueError(f"depths={self.depths} must be in [0, 1]")
+        if self.samples < 1:
+            raise ValueError(f"samples={self.samples} must be >= 1")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit={self.limit} must be >= 1 (or None: every item)")
+        if ("nll" in self.tasks or any(map(benchmarks.is_benchmark, self.tasks))) and not self.data:
+            raise ValueError("tasks 'nll' and benchmarks need data=PATH")
