@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
 import time
+
+from _common import peak_rss_bytes
 
 METHODS = ("full", "sliding", "ahn")
 
@@ -64,7 +65,7 @@ def memory_worker(method: str, length: int, args) -> dict:
         for _ in range(2):
             out = model(out.logits[:, -1:].argmax(-1), cache=out.cache, use_cache=True)
     return {
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": peak_rss_bytes() / 2**20,
         "cache_mib": ahn.cache_bytes(out.cache) / 2**20,
     }
 

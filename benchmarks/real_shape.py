@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+from _common import peak_rss_bytes
 
 SHAPE = dict(
     hidden_size=576,
@@ -254,7 +255,7 @@ def inference_worker(args) -> dict:
         "prefill_s": prefill,
         "decode_ms": 1000 * statistics.median(steps),
         "cache_mib": ahn.cache_bytes(cache) / 2**20,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": peak_rss_bytes() / 2**20,
     }
 
 

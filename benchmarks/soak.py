@@ -17,13 +17,7 @@ import json
 import time
 from pathlib import Path
 
-
-def rss_bytes() -> int:
-    """Resident set size now (not the peak), from /proc."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
+from _common import rss_bytes
 
 
 def build(window: int, sinks: int, dtype):
@@ -67,7 +61,7 @@ def main() -> None:
     gen = torch.Generator().manual_seed(0)
     fed, rounds, rows = 0, 0, []
     warm_rss = peak_after_warmup = 0
-    cache_sizes, bad = set(), 0
+    cache_sizes, bad, all_drift = set(), 0, []
     print("| tokens | RSS MiB | cache MiB | KL(fp32 || bf16), last round | seconds |\n"
           "|---:|---:|---:|---:|---:|")  # fmt: skip
     start = time.perf_counter()
@@ -90,6 +84,7 @@ def main() -> None:
                     drift.append(float((p.exp() * (p - q)).sum()))
                 fed += n
             rounds += 1
+            all_drift += drift
             cache_sizes.add(ahn.cache_bytes(caches["float32"]))
             rss = rss_bytes()
             if rounds == max(2, args.tokens // (10 * (args.chunk + args.decode))):
@@ -109,11 +104,18 @@ def main() -> None:
     summary = {"tokens": fed, "rounds": rounds, "non_finite_logits": bad,
                "cache_bytes_distinct": sorted(cache_sizes), "rss_after_warmup_mib":
                warm_rss / 2**20, "rss_peak_after_warmup_mib": peak_after_warmup / 2**20,
-               "rss_growth_after_warmup": growth, "rows": rows}  # fmt: skip
+               "rss_growth_after_warmup": growth, "rows": rows,
+               "kl_bf16_fp32_mean": sum(all_drift) / len(all_drift) if all_drift else None,
+               "kl_bf16_fp32_max": max(all_drift) if all_drift else None}  # fmt: skip
     print(f"\n{fed:,} tokens in {rounds} rounds: cache bytes {sorted(cache_sizes)} "
           f"({'constant' if len(cache_sizes) == 1 else 'NOT constant'}), non-finite logits "
           f"{bad}, RSS after warm-up {warm_rss / 2**20:.1f} MiB, peak after it "
           f"{peak_after_warmup / 2**20:.1f} MiB ({growth:+.1%})")  # fmt: skip
+    if all_drift:
+        print(
+            f"KL(fp32 || bf16) of the next-token distribution over {len(all_drift):,} steps: "
+            f"mean {summary['kl_bf16_fp32_mean']:.2e}, max {summary['kl_bf16_fp32_max']:.2e}"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
 

@@ -16,12 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+from _common import peak_rss_bytes
 
 CASES = ("base", "student", "train")
 
@@ -150,7 +151,7 @@ def run_worker(args) -> dict:
         "seq_len": args.seq_len,
         "seconds": median,
         "tokens_per_s": args.seq_len / median,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_bytes() / 2**20,
         "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
     }
 
