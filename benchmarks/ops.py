@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 import ahn.ops.gated_delta_rule.chunk as chunk_module
+import ahn.ops.gated_delta_rule.chunk_fwd as chunk_fwd
 from ahn.ops import (
     chunk_gated_delta_rule,
     fused_recurrent_gated_delta_rule,
@@ -125,8 +126,8 @@ def matmul_floor(T: int, H: int, D: int, C: int, backward: bool):
     `O = X_q + Bq U`, `h += KE^T U`. Backward, per segment of STATE_EVERY chunks: P again and
     the recomputed entering states; per chunk the nine products of `bwd_chunk`.
     """
-    M, N, R = H, -(-T // C), chunk_module.STATE_EVERY
-    G = min(N, max(1, chunk_module.BLOCK_ROWS // (M * C)))
+    M, N, R = H, -(-T // C), chunk_fwd.STATE_EVERY
+    G = min(N, max(1, chunk_fwd.BLOCK_ROWS // (M * C)))
     r = lambda *shape: torch.randn(*shape) * 0.01
     h, dh = torch.zeros(M, D, D), torch.zeros(M, D, D)
     WQ, KQ, X, DX, dWQ, dKQ = (r(M, 2 * C, D) for _ in range(6))
