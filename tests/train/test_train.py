@@ -205,3 +205,18 @@ def test_messages_train_only_on_assistant_replies(tmp_path, base_dir):
     train(config, callback=records.append)
     # <|user|> x*30 <|end|> <|assistant|> y*20 <|end|>: 54 tokens; targets: the 20 y and <|end|>
     assert (records[0]["tokens"], records[0]["loss_tokens"]) == (54, 21)
+
+
+def test_init_ahn_starts_from_a_saved_ahn(tmp_path):
+    from ahn.train.distributed import DistEnv
+    from ahn.train.loop import prepare_model
+
+    donor = sharp_base()
+    ahn.augment(donor, ahn.AHNConfig(window=32, sinks=0))
+    for _, p in ahn.trainable_parameters(donor):
+        p.data.normal_(0.0, 0.1)
+    ahn.save(donor, tmp_path / "donor")
+    config = small_run(tmp_path / "run", init_ahn=str(tmp_path / "donor"))
+    model, _ = prepare_model(config, DistEnv(device=torch.device("cpu")), sharp_base(), None)
+    for name, value in ahn_state(donor).items():
+        assert torch.equal(ahn_state(model)[name], value), name
