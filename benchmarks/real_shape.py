@@ -103,18 +103,11 @@ def gemm_gflops(dtype, rows=2048, repeats=5) -> float:
 def matmul_parameters(model) -> int:
     """Weights of the real matmuls per token: every linear layer of the base and the LM head
     (the input embedding is a lookup, not a matmul; AHN and norm weights are left out)."""
-    layers = sum(
-        m.weight.numel()
-        for n, m in model.model.layers.named_modules()
-        if isinstance(m, torch_linear()) and ".ahn." not in f".{n}."
-    )
+    from torch import nn
+
+    layers = sum(m.weight.numel() for n, m in model.model.layers.named_modules()
+                 if isinstance(m, nn.Linear) and ".ahn." not in f".{n}.")  # fmt: skip
     return layers + model.lm_head.weight.numel()
-
-
-def torch_linear():
-    import torch
-
-    return torch.nn.Linear
 
 
 def step_flops(model, B: int, T: int, lossless: int) -> float:

@@ -56,6 +56,18 @@ def save(
     return path
 
 
+def weights_sha256(model: nn.Module) -> str:
+    """sha256 of an augmented model's AHN weights (names and float32 values): which AHN a
+    result (an eval run, a memory file) was made with."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, param in trainable_parameters(model):
+        digest.update(name.encode())
+        digest.update(param.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def export_official(model: nn.Module, path: str | os.PathLike) -> Path:
     """Write the AHN of an augmented model in the official ByteDance layout, atomically: the
     AHN-only `model.safetensors` and the base's `config.json` carrying `_ahn_implementation`,

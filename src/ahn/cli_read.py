@@ -35,11 +35,9 @@ def document_prompt(tokenizer, document: str, chat: bool):
     if not chat:
         ids = tokenizer(document, return_tensors="pt").input_ids
         return ids, {"chat": False, "before": "\n\n", "after": ""}
-    if not getattr(tokenizer, "chat_template", None):
-        raise ValueError("--chat: this tokenizer has no chat template")
-    messages = [{"role": "user", "content": f"{document}\n\n{MARK}"}]
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    head, found, tail = text.partition(MARK)
+    from ahn.eval.sample import chat_prompt
+
+    head, found, tail = chat_prompt(tokenizer, f"{document}\n\n{MARK}").partition(MARK)
     if not found:
         raise ValueError("the chat template does not keep the user's text verbatim")
     ids = tokenizer(head, add_special_tokens=False, return_tensors="pt").input_ids

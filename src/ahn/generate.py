@@ -62,21 +62,28 @@ def add_arguments(parser) -> None:
     add_decoding_arguments(parser)
 
 
-def load_model(args):
-    """(model, tokenizer, mode) from --base / --ahn / --mode / --dtype / --device."""
+def load_base(base: str, dtype: str, device: str | None):
+    """(model in eval mode on its device, tokenizer) of --base / --dtype / --device."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    import ahn
     from ahn.bases import resolve
+
+    device = device_of(device)
+    path = resolve(base)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    dtype = dtypes.resolve(dtype, device.type)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+    return model, tokenizer
+
+
+def load_model(args):
+    """(model, tokenizer, mode) from --base / --ahn / --mode / --dtype / --device."""
+    import ahn
 
     mode = args.mode or ("ahn" if args.ahn else "full")
     if mode != "full" and not args.ahn:
         raise ValueError(f"--mode {mode} needs --ahn DIR (the AHN to use)")
-    device = device_of(args.device)
-    base = resolve(args.base)
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    dtype = dtypes.resolve(args.dtype, device.type)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype).to(device).eval()
+    model, tokenizer = load_base(args.base, args.dtype, args.device)
     if args.ahn:
         ahn.load(model, args.ahn)
         ahn.set_mode(model, mode)
@@ -112,16 +119,12 @@ def generation_config(model, args):
 
 def prompt_ids(tokenizer, text: str, chat: bool):
     """[1, T] ids of `text`, wrapped in the tokenizer's chat template when `chat`."""
-    import torch
+    from ahn.eval.sample import chat_prompt
 
     if not chat:
         return tokenizer(text, return_tensors="pt").input_ids
-    if not getattr(tokenizer, "chat_template", None):
-        raise ValueError("--chat: this tokenizer has no chat template")
-    ids = tokenizer.apply_chat_template(
-        [{"role": "user", "content": text}], add_generation_prompt=True, return_tensors="pt"
-    )
-    return ids if isinstance(ids, torch.Tensor) else ids["input_ids"]
+    return tokenizer(chat_prompt(tokenizer, text), add_special_tokens=False,
+                     return_tensors="pt").input_ids  # fmt: skip
 
 
 def stream(model, tokenizer, ids, config, cache=None):

@@ -20,10 +20,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
-from transformers.cache_utils import DynamicLayer
 
 from ahn import atomic
-from ahn.integration.augment import new_cache, runtime_of, trainable_parameters
+from ahn.checkpoint import weights_sha256
+from ahn.integration.augment import new_cache, runtime_of
 from ahn.integration.cache import AHNCache, AHNLayer
 
 FORMAT = "ahn-memory"
@@ -95,7 +95,7 @@ def identity(model: nn.Module, tokenizer=None) -> dict:
         "window": rt.window,
         "sinks": rt.sinks,
         "ahn_config": {k: v for k, v in rt.config.to_dict().items() if k != "prefill_chunk"},
-        "ahn_weights": _sha256_tensors(dict(trainable_parameters(model)), torch.float32),
+        "ahn_weights": weights_sha256(model),
         "base": base_fingerprint(model),
         "tokenizer": None if tokenizer is None else tokenizer_fingerprint(tokenizer),
     }
@@ -210,8 +210,6 @@ def _restore(layer, values: dict, tokens: int) -> None:
         setattr(layer, name, value)
     if isinstance(layer, AHNLayer):
         layer.seen = tokens
-    elif not isinstance(layer, DynamicLayer):
-        raise ValueError(f"cannot restore a cache layer of type {type(layer).__name__}")
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:

@@ -87,3 +87,9 @@ def test_generate_cli_decoding_flags(saved_base, tmp_path, capsys):
                       (["--device", "nonsense"], "--device")]:  # fmt: skip
         assert main([*base, *bad]) == 2
         assert name in capsys.readouterr().err
+
+
+def test_chat_without_a_template_is_refused(saved_base, capsys):
+    args = ["generate", "--base", str(saved_base), "--prompt", "hi", "--chat"]
+    assert main(args) == 2
+    assert "chat template" in capsys.readouterr().err

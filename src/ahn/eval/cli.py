@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ahn import dtypes
 from ahn.eval.config import EvalConfig
 from ahn.flags import add_dataclass_arguments, from_args
-from ahn.generate import add_model_arguments, device_of
+from ahn.generate import add_model_arguments, load_base
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,17 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def load_model(base: str, ahn_dir: str | None, window, sinks, device: str, dtype: str):
     """Tokenizer and augmented model: `ahn.load` when `ahn_dir` is given, else a fresh
     (untrained, so "ahn" equals "sliding") augmentation with the given window and sinks."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     import ahn
-    from ahn.bases import resolve
 
-    base = resolve(base)
-    device = str(device_of(device))
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtypes.resolve(dtype, device)).to(
-        device
-    )
+    model, tokenizer = load_base(base, dtype, device)
     if ahn_dir:
         model = ahn.load(model, ahn_dir)
     else:

@@ -51,7 +51,6 @@ class AHNLM(HFLM):
             ahn_lib.load(self.model, ahn)
             ahn_lib.set_window(self.model, _int(window, "window"), _int(sinks, "sinks"))
             ahn_lib.set_mode(self.model, mode)
-        self.ahn_mode = mode
 
 
 def _int(value, name: str) -> int | None:

@@ -33,19 +33,15 @@ def _key(*parts) -> str:
 def run_identity(model, config: EvalConfig) -> dict:
     """Everything besides the item and the method that changes a prediction: the base model,
     its dtype, the AHN's config and a hash of its weights, and the generation settings."""
-    import hashlib
+    from ahn.checkpoint import weights_sha256
 
-    digest = hashlib.sha256()
-    for name, param in ahn.trainable_parameters(model):
-        digest.update(name.encode())
-        digest.update(param.detach().float().cpu().numpy().tobytes())
     weight = model.get_output_embeddings().weight
     return {
         "base": str(getattr(model.config, "name_or_path", "") or type(model).__name__),
         "base_parameters": sum(p.numel() for p in model.parameters()),
         "dtype": str(weight.dtype).removeprefix("torch."),
         "ahn_config": runtime_of(model).config.to_dict(),
-        "ahn_weights_sha256": digest.hexdigest(),
+        "ahn_weights_sha256": weights_sha256(model),
         "seed": config.seed,
         "chat": config.chat,
         "max_new_tokens": config.max_new_tokens,

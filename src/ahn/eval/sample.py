@@ -34,6 +34,8 @@ class Sample:
 
 def chat_prompt(tokenizer, prompt: str) -> str:
     """The prompt as one user turn of the tokenizer's chat template, generation prompt added."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("chat prompts need a chat template; this tokenizer has none")
     messages = [{"role": "user", "content": prompt}]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 

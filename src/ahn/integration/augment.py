@@ -243,10 +243,14 @@ def left_padding(attention_mask: torch.Tensor | None, batch: int, device) -> tor
     return (mask == 0).sum(-1)
 
 
-def _batch_size(args, kwargs) -> tuple[int, torch.device]:
+def _inputs(args, kwargs) -> torch.Tensor | None:
+    """The decoder call's `input_ids` (or `inputs_embeds`)."""
     x = kwargs.get("input_ids", args[0] if args else None)
-    if x is None:
-        x = kwargs["inputs_embeds"]
+    return kwargs.get("inputs_embeds") if x is None else x
+
+
+def _batch_size(args, kwargs) -> tuple[int, torch.device]:
+    x = _inputs(args, kwargs)
     return x.shape[0], x.device
 
 
@@ -397,8 +401,7 @@ def _warn_beyond_context(config, args, kwargs, cache) -> None:
     """Full attention past `max_position_embeddings` leaves the base's trained range (the AHN
     and sliding modes attend to sinks + window only): say so, once per call site."""
     limit = getattr(config, "max_position_embeddings", None)
-    x = kwargs.get("input_ids", args[0] if args else None)
-    x = kwargs.get("inputs_embeds") if x is None else x
+    x = _inputs(args, kwargs)
     if limit is None or x is None:
         return
     total = x.shape[1] + (cache.get_seq_length() if isinstance(cache, Cache) else 0)
