@@ -9,7 +9,9 @@ Three parts, each measured side by side in this one run:
              batch and against the floor; then where the step's time goes (torch.profiler,
              self time per op)
   inference  prefill and decode per method (full / sliding / ahn, window 480 + 32 sinks) at
-             2k / 8k (and 32k with --lengths), each in a fresh process for its peak RSS
+             2k / 8k (and 32k with --lengths), each in a fresh process for its peak RSS; then
+             where sliding's and AHN's time goes at the first length (torch.profiler: time per
+             region of the windowed layers, and the ops whose self time AHN adds)
 
     python benchmarks/real_shape.py                        # fp32, 2 threads
     python benchmarks/real_shape.py --dtype bfloat16 --parts floor,train
@@ -54,7 +56,8 @@ def parse_args(argv=None):
     parser.add_argument("--sinks", type=int, default=32)
     parser.add_argument("--layers", type=int, help="fewer layers (a quick smoke run)")
     parser.add_argument("--json", help="also write every figure to this file")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)  # method:length
+    parser.add_argument("--no-breakdown", action="store_true", help="skip the inference profile")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # method:length[:profile]
     return parser.parse_args(argv)
 
 
@@ -225,8 +228,10 @@ def inference_worker(args) -> dict:
     import ahn
 
     torch.set_num_threads(args.threads)
-    method, length = args.worker.split(":")
+    method, length, *profile = args.worker.split(":")
     model = build_model(args)
+    if profile:
+        return profile_worker(model, method, int(length), args)
     ids = torch.randint(
         0, model.config.vocab_size, (1, int(length)), generator=torch.Generator().manual_seed(0)
     )
@@ -250,6 +255,102 @@ def inference_worker(args) -> dict:
         "cache_mib": ahn.cache_bytes(cache) / 2**20,
         "peak_rss_mib": peak_rss_bytes() / 2**20,
     }
+
+
+# Regions of a windowed layer's call, timed inclusively by the profile worker:
+# label -> (module, class or None, functions).
+REGIONS = {
+    "memory projection (gate logits)": ("ahn.memory.base", "MemoryModule", ("project",)),
+    "cache view + commit": ("ahn.integration.cache", "AHNLayer", ("view", "commit")),
+    "sinks + window attention": ("ahn.integration.attention", None, ("lossless_attention",)),
+    "memory update + read": ("ahn.integration.attention", None, ("memory_read",)),
+}
+
+
+def _label_regions(record_function):
+    """Wrap each region's functions in a profiler label (in this worker process only)."""
+    import importlib
+
+    for tag, (module_name, cls, names) in REGIONS.items():
+        owner = importlib.import_module(module_name)
+        owner = owner if cls is None else getattr(owner, cls)
+        for name in names:
+            setattr(owner, name, _labelled(getattr(owner, name), tag, record_function))
+
+
+def _labelled(fn, tag, record_function):
+    def wrapped(*args, **kwargs):
+        with record_function(tag):
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
+def profile_worker(model, method: str, length: int, args) -> dict:
+    """Per-region and per-op time of one prefill of `length` tokens and of the decode steps."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    import ahn
+
+    _label_regions(record_function)
+    ids = torch.randint(
+        0, model.config.vocab_size, (1, length), generator=torch.Generator().manual_seed(0)
+    )
+    result = {"method": method, "length": length}
+    with torch.no_grad(), ahn.mode(model, method):
+        cache = ahn.new_cache(model)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            out = model(ids, cache=cache, use_cache=True, logits_to_keep=1)
+        result["prefill"] = _profile_table(prof, 1)
+        cache, token = out.cache, out.logits[:, -1:].argmax(-1)
+        model(token, cache=cache, use_cache=True)  # warm-up
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(args.decode_tokens):
+                out = model(token, cache=cache, use_cache=True)
+                cache, token = out.cache, out.logits[:, -1:].argmax(-1)
+        result["decode"] = _profile_table(prof, args.decode_tokens)
+    return result
+
+
+def _profile_table(prof, calls: int) -> dict:
+    """ms per call: the regions (inclusive), every op's self time, the total self time."""
+    events = prof.key_averages()
+    per = 1000 / 1e6 / calls  # profiler microseconds -> ms per call
+    regions = {e.key: e.cpu_time_total * per for e in events if e.key in REGIONS}
+    ops = {e.key: e.self_cpu_time_total * per for e in events if e.key not in REGIONS}
+    return {"regions": regions, "ops": ops, "total_ms": sum(ops.values())}
+
+
+def breakdown_part(args, length: int, report, top: int = 10):
+    """Print where sliding's and AHN's prefill and decode time goes, side by side."""
+    tables = {}
+    for method in ("sliding", "ahn"):
+        argv = [sys.executable, __file__, *sys.argv[1:], "--worker", f"{method}:{length}:profile"]
+        done = subprocess.run(argv, capture_output=True, text=True)
+        if done.returncode != 0:
+            print(f"breakdown of {method} failed: {done.stderr.strip().splitlines()[-1]}")
+            return
+        tables[method] = json.loads(done.stdout.strip().splitlines()[-1])
+    for phase, unit in (("prefill", "ms"), ("decode", "ms/token")):
+        s, a = tables["sliding"][phase], tables["ahn"][phase]
+        print(
+            f"\nwhere {phase} time goes at {length} tokens (profiled, {unit}; the profiler adds "
+            f"overhead of its own):\n| | sliding | ahn | ahn - sliding |\n|---|---:|---:|---:|"
+        )
+        for name in ["(all ops, self time)", *REGIONS]:
+            key = (
+                (lambda t: t["total_ms"])
+                if name.startswith("(")
+                else (lambda t, n=name: t["regions"].get(n, 0.0))
+            )
+            print(f"| {name} | {key(s):.2f} | {key(a):.2f} | {key(a) - key(s):+.2f} |")
+        extra = {op: a["ops"].get(op, 0.0) - s["ops"].get(op, 0.0) for op in a["ops"]}
+        print(f"\nops whose self time AHN adds most ({phase}, {unit}):")
+        print("| op | ahn - sliding |\n|---|---:|")
+        for op, ms in sorted(extra.items(), key=lambda kv: -kv[1])[:top]:
+            print(f"| {op} | {ms:+.3f} |")
+    report["inference_breakdown"] = tables
 
 
 def inference_part(args, report):
@@ -289,6 +390,8 @@ def inference_part(args, report):
         ]
         print(f"| {name} | " + " | ".join(cells) + " |")
     report["inference"] = rows
+    if not args.no_breakdown:
+        breakdown_part(args, lengths[0] if lengths else int(args.lengths.split(",")[0]), report)
 
 
 def main(argv=None) -> int:

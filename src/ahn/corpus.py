@@ -168,13 +168,16 @@ def build_training_data(
     min_back: int = 512,
     seed: int = 0,
     docs: list[Document] | None = None,
+    plain_pieces: int | None = None,
 ) -> dict:
-    """Write `output` (jsonl): every plain `seq_len`-token piece of the training documents and
-    `chats` fact chats of `seq_len / 2 .. seq_len` tokens, shuffled (`docs`: other documents
-    than the training split). Returns counts."""
+    """Write `output` (jsonl): the plain `seq_len`-token pieces of the training documents (all, or
+    `plain_pieces` of them drawn at random) and `chats` fact chats of `seq_len / 2 .. seq_len`
+    tokens, shuffled (`docs`: other documents than the training split). Returns counts."""
     rng = random.Random(seed)
     docs = documents("train") if docs is None else docs
     plain = [p for d in docs for p in text_pieces(d, tokenizer, seq_len)]
+    if plain_pieces is not None:
+        plain = rng.sample(plain, min(plain_pieces, len(plain)))
     qa: list[dict] = []
     while len(qa) < chats:
         sample = fact_chat(rng.choice(docs), tokenizer, rng.randint(seq_len // 2, seq_len),
@@ -208,6 +211,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seq-len", type=int, default=2048, help="tokens per training sample")
     parser.add_argument("--chats", type=int, default=1000, help="fact chats to mix in")
     parser.add_argument("--min-back", type=int, default=512, help="fact at least N tokens back")
+    parser.add_argument(
+        "--plain", type=int, default=None, help="plain text pieces to mix in (default: all)"
+    )
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -221,14 +227,20 @@ def run(args) -> int:
         return 0
     if args.base is None:
         raise ValueError("--split train-mix tokenizes: give --base (a name or a directory)")
-    for name in ("seq_len", "chats", "min_back"):
-        if getattr(args, name) < 1:
+    for name in ("seq_len", "chats", "min_back", "plain"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 1")
     if args.min_back >= args.seq_len // 2 - 64:
         raise ValueError(f"--min-back={args.min_back} must be < seq-len / 2 - 64")
     tokenizer = AutoTokenizer.from_pretrained(resolve(args.base))
     counts = build_training_data(
-        tokenizer, args.output, args.seq_len, args.chats, args.min_back, args.seed
+        tokenizer,
+        args.output,
+        args.seq_len,
+        args.chats,
+        args.min_back,
+        args.seed,
+        plain_pieces=args.plain,
     )
     print(json.dumps(counts))
     return 0

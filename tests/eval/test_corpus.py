@@ -54,3 +54,13 @@ def test_training_mix_writes_plain_pieces_and_chats(chat_tokenizer, tmp_path):
     assert counts["plain"] == sum("text" in r for r in records) > 10
     longest = max(len(chat_tokenizer(r["text"])["input_ids"]) for r in records if "text" in r)
     assert longest <= 4096 + 8  # decode/re-encode may shift a few tokens
+
+
+def test_training_mix_can_take_fewer_plain_pieces(chat_tokenizer, tmp_path):
+    docs = corpus.documents("train")[:6]
+    every = corpus.build_training_data(chat_tokenizer, tmp_path / "a.jsonl", 4096, 2, docs=docs)
+    some = corpus.build_training_data(
+        chat_tokenizer, tmp_path / "b.jsonl", 4096, 2, docs=docs, plain_pieces=3
+    )
+    records = [json.loads(line) for line in (tmp_path / "b.jsonl").read_text().splitlines()]
+    assert every["plain"] > 3 == some["plain"] == sum("text" in r for r in records)
