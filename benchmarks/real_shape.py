@@ -326,25 +326,21 @@ def breakdown_part(args, length: int, report, top: int = 10):
     """Print where sliding's and AHN's prefill and decode time goes, side by side."""
     tables = {}
     for method in ("sliding", "ahn"):
-        argv = [sys.executable, __file__, *sys.argv[1:], "--worker", f"{method}:{length}:profile"]
-        done = subprocess.run(argv, capture_output=True, text=True)
-        if done.returncode != 0:
-            print(f"breakdown of {method} failed: {done.stderr.strip().splitlines()[-1]}")
+        tables[method] = run_worker(f"{method}:{length}:profile")
+        if isinstance(tables[method], str):
+            print(f"breakdown of {method} failed: {tables[method]}")
             return
-        tables[method] = json.loads(done.stdout.strip().splitlines()[-1])
     for phase, unit in (("prefill", "ms"), ("decode", "ms/token")):
         s, a = tables["sliding"][phase], tables["ahn"][phase]
         print(
             f"\nwhere {phase} time goes at {length} tokens (profiled, {unit}; the profiler adds "
             f"overhead of its own):\n| | sliding | ahn | ahn - sliding |\n|---|---:|---:|---:|"
         )
-        for name in ["(all ops, self time)", *REGIONS]:
-            key = (
-                (lambda t: t["total_ms"])
-                if name.startswith("(")
-                else (lambda t, n=name: t["regions"].get(n, 0.0))
-            )
-            print(f"| {name} | {key(s):.2f} | {key(a):.2f} | {key(a) - key(s):+.2f} |")
+        cells = [("(all ops, self time)", s["total_ms"], a["total_ms"])] + [
+            (name, s["regions"].get(name, 0.0), a["regions"].get(name, 0.0)) for name in REGIONS
+        ]
+        for name, sliding, memory in cells:
+            print(f"| {name} | {sliding:.2f} | {memory:.2f} | {memory - sliding:+.2f} |")
         extra = {op: a["ops"].get(op, 0.0) - s["ops"].get(op, 0.0) for op in a["ops"]}
         print(f"\nops whose self time AHN adds most ({phase}, {unit}):")
         print("| op | ahn - sliding |\n|---|---:|")
@@ -353,20 +349,29 @@ def breakdown_part(args, length: int, report, top: int = 10):
     report["inference_breakdown"] = tables
 
 
+def run_worker(spec: str) -> dict | str:
+    """Run this script as a worker (`--worker spec`) in a fresh process: its json result, or
+    the last line of its error."""
+    argv = [sys.executable, __file__, *sys.argv[1:], "--worker", spec]
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode != 0:
+        return done.stderr.strip().splitlines()[-1]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def inference_part(args, report):
     rows = []
     print(
         "\n| length | method | prefill s | decode ms/token | cache MiB | peak RSS MiB |\n"
         "|---:|---|---:|---:|---:|---:|"
     )
-    for length in map(int, args.lengths.split(",")):
+    requested = [int(n) for n in args.lengths.split(",")]
+    for length in requested:
         for method in METHODS:
-            argv = [sys.executable, __file__, *sys.argv[1:], "--worker", f"{method}:{length}"]
-            done = subprocess.run(argv, capture_output=True, text=True)
-            if done.returncode != 0:
-                print(f"| {length} | {method} | failed: {done.stderr.strip().splitlines()[-1]} |")
+            row = run_worker(f"{method}:{length}")
+            if isinstance(row, str):
+                print(f"| {length} | {method} | failed: {row} |")
                 continue
-            row = json.loads(done.stdout.strip().splitlines()[-1])
             rows.append(row)
             print(
                 f"| {length} | {method} | {row['prefill_s']:.2f} | {row['decode_ms']:.1f} | "
@@ -391,7 +396,7 @@ def inference_part(args, report):
         print(f"| {name} | " + " | ".join(cells) + " |")
     report["inference"] = rows
     if not args.no_breakdown:
-        breakdown_part(args, lengths[0] if lengths else int(args.lengths.split(",")[0]), report)
+        breakdown_part(args, requested[0], report)
 
 
 def main(argv=None) -> int:
