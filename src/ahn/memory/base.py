@@ -65,12 +65,13 @@ class MemoryModule(nn.Module):
         """
         linears = self.input_projections()
         params = [p for lin in linears for p in (lin.weight, lin.bias) if p is not None]
-        weight, bias = cached(self, "_fused_projection", params, lambda: _stack_linears(linears))
-        if weight.dtype != x.dtype:
-            weight, bias = weight.to(x.dtype), None if bias is None else bias.to(x.dtype)
-        z = F.linear(x, weight, bias)
-        z = fp32(z).unflatten(-1, (len(linears), -1))  # [B, T, num_gates + 1, H]
-        return z[..., :-1, :].transpose(-1, -2), z[..., -1, :]
+        weight_t, bias = cached(self, "_fused_projection", params, lambda: _stack_linears(linears))
+        if weight_t.dtype != x.dtype:
+            weight_t, bias = weight_t.to(x.dtype), None if bias is None else bias.to(x.dtype)
+        x2 = x.reshape(-1, x.shape[-1])  # [B*T, hidden]
+        z = torch.mm(x2, weight_t) if bias is None else torch.addmm(bias, x2, weight_t)
+        z = fp32(z).view(*x.shape[:-1], -1, len(linears))  # [B, T, H, num_gates + 1]
+        return z[..., :-1], z[..., -1]
 
     def gates(self, z: torch.Tensor) -> torch.Tensor:
         """Write-gate logits [B, T, H, num_gates] -> write gates [B, T, H, num_gates]."""
@@ -106,39 +107,43 @@ class HeadNormReadout:
     times a SiLU output gate (one scalar per head), then the per-head `o_proj`.
 
     The gate commutes with `o_proj` and `o_norm.weight` folds into it (`diag(w) W_h`), so the
-    readout is one norm, one matmul and one product: few ops for the decode step.
+    readout is one per-row scale (the norm and the gate together) and one matmul.
     """
 
     def readout(self, r, gate):
         W = cached(self, "_folded_o_proj", (self.o_norm.weight, self.o_proj.weight), self._fold)
-        o = cast(F.rms_norm(fp32(r), (r.shape[-1],), eps=self.norm_eps), r.dtype)
-        o = torch.matmul(o.transpose(1, 2), cast(W, r.dtype)).transpose(1, 2)  # [B, T, H, D]
-        return o * cast(F.silu(gate).unsqueeze(-1), r.dtype)
+        r32, D = fp32(r), r.shape[-1]
+        # silu(gate) / RMS(r) per row [B, T, H, 1]: one pass over r (prefill is bandwidth-bound)
+        ms = torch.linalg.vector_norm(r32, dim=-1, keepdim=True).square() / D
+        s = torch.rsqrt(ms + self.norm_eps) * F.silu(gate).unsqueeze(-1)
+        o = cast(r32 * s, r.dtype)
+        return torch.matmul(o.transpose(1, 2), cast(W, r.dtype)).transpose(1, 2)  # [B, T, H, D]
 
     def _fold(self) -> torch.Tensor:
         return self.o_norm.weight[:, None] * self.o_proj.weight  # [H, D, D]
 
     def delta_step(self, q, k, v, beta, decay, state, gate):
         """`step` of a (gated) delta-rule memory in few ops (decoding runs it once per layer
-        and token): beta, decay `[B, 1, H]` (decay `exp(g)`, None for the delta rule); the
-        other arguments and the result as in `MemoryModule.step`."""
-        (B, H, _, D), dtype = q.shape, v.dtype
-        if k.shape[1] != H:
-            kv = torch.cat([k, v], dim=2).repeat_interleave(H // k.shape[1], dim=1)
-            k, v = kv[:, :, :1], kv[:, :, 1:]  # [B, H, 1, D]
-        qk = l2norm(fp32(torch.cat([q, k], dim=2)).view(B * H, 2, D))
-        q, k = qk[:, :1], qk[:, 1:]  # [B*H, 1, D]
-        S = None if state is None else state.view(B * H, D, D)
-        # r [B*H, 1, D]: the read without the query scale D^-1/2
-        r, S = delta_rule_step(q, k, fp32(v).reshape(B * H, 1, D), beta, decay, S)
+        and token, where the op count sets the time): beta, decay `[B, 1, H]` (decay `exp(g)`,
+        None for the delta rule); the other arguments and the result as in
+        `MemoryModule.step`."""
+        (B, H, _, D), Hkv, dtype = q.shape, k.shape[1], v.dtype
+        N = B * H
+        # [B, Hkv, H / Hkv, 3, D]: each query head with its group's key and value, one copy
+        kv = torch.cat([k, v], dim=2)[:, :, None].expand(B, Hkv, H // Hkv, 2, D)
+        qkv = fp32(torch.cat([q.reshape(B, Hkv, H // Hkv, 1, D), kv], dim=3)).view(N, 3, D)
+        qk = l2norm(qkv[:, :2])
+        S = None if state is None else state.view(N, D, D)
+        # r [N, 1, D]: the read without the query scale D^-1/2
+        r, S = delta_rule_step(qk[:, :1], qk[:, 1:], qkv[:, 2:], beta, decay, S)
         W = cached(self, "_folded_o_proj", (self.o_norm.weight, self.o_proj.weight), self._fold)
         if dtype == torch.float32:  # RMSNorm(r / sqrt(D), eps) == RMSNorm(r, eps * D)
-            o = F.rms_norm(r, (D,), eps=self.norm_eps * D).view(B, H, 1, D)
+            o = F.rms_norm(r, (D,), eps=self.norm_eps * D)
         else:  # the read rounded to the model's dtype first, as `recur` + `readout` do
-            r = cast(r.mul_(D**-0.5), dtype)
-            o = cast(F.rms_norm(fp32(r), (D,), eps=self.norm_eps), dtype).view(B, H, 1, D)
-        o = torch.matmul(o, cast(W, dtype)) * cast(F.silu(gate), dtype).view(B, H, 1, 1)
-        return o.transpose(1, 2), S.view(B, H, D, D)  # [B, 1, H, D]
+            o = F.rms_norm(fp32(cast(r.mul_(D**-0.5), dtype)), (D,), eps=self.norm_eps)
+        o = cast(o * F.silu(gate).view(N, 1, 1), dtype)  # the gate before o_proj, as `readout`
+        o = torch.bmm(o.view(B, H, D).transpose(0, 1), cast(W, dtype))  # [H, B, D]
+        return o.transpose(0, 1).unsqueeze(1), S.view(B, H, D, D)  # [B, 1, H, D]
 
 
 def cached(module: nn.Module, name: str, params, build):
@@ -158,8 +163,12 @@ def cached(module: nn.Module, name: str, params, build):
 
 
 def _stack_linears(linears: list[nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | None]:
-    weight = torch.cat([lin.weight for lin in linears])
-    bias = None if linears[0].bias is None else torch.cat([lin.bias for lin in linears])
+    """The weights `[hidden, H * n]` (transposed) and biases `[H * n]` of n per-head linear
+    maps, interleaved per head: column `h * n + j` is head h of map j."""
+    weight = torch.stack([lin.weight for lin in linears], dim=1).flatten(0, 1).t()
+    bias = None
+    if linears[0].bias is not None:
+        bias = torch.stack([lin.bias for lin in linears], dim=1).flatten()
     return weight, bias
 
 
