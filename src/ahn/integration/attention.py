@@ -163,6 +163,8 @@ def memory_read(q, view: LosslessView, ctx: LayerContext, state, out_gate):
     else:
         slots = torch.arange(view.start, view.start + n, device=q.device)
         absorb = (slots[None, :] - ctx.pad[:, None]) >= ctx.sinks  # [B, n]
+        if not bool(absorb.any()):  # only sinks and padding left: the memory is still empty
+            return None, state
         gates = ctx.memory.gates(z) * absorb[:, :, None, None]
     groups = q.shape[1] // k.shape[1]
     if groups > 1:

@@ -209,7 +209,7 @@ def train_step(model, optimizer, params, batch, step, config: TrainConfig, env: 
             # backward inside the contexts: checkpointed layers recompute in the same setting;
             # transformers checkpoints layers only in train mode
             with _train_mode(model, config.gradient_checkpointing):
-                h_student = hidden_states(model, input_ids, "ahn")
+                h_student = student_hidden(model, input_ids, sinks + window, config)
                 part = distill_sums(
                     model.lm_head, h_student, h_teacher, input_ids, positions, config.logit_chunk
                 )
@@ -272,6 +272,26 @@ def _train_mode(model, training: bool):
         yield
     finally:
         model.train(was_training)
+
+
+def student_hidden(model, input_ids: torch.Tensor, lossless: int, config: TrainConfig):
+    """The student's last hidden states `[B, T, hidden]`, in two calls that continue one cache:
+    tokens `[0, lossless)`, where the memory is still empty, then the rest.
+
+    The same numbers as one call (SPEC §3: chunked prefill equals the parallel path), but the
+    first call's hidden states do not depend on the AHN, so the backward runs over the second
+    call's rows only (the first call's write-gate logits, kept in the cache, still get their
+    gradient). Under gradient checkpointing (no cache in training mode) it is one call.
+    """
+    if config.gradient_checkpointing or not 0 < lossless < input_ids.shape[1]:
+        return hidden_states(model, input_ids, "ahn")
+    with ahn.mode(model, "ahn"):
+        cache = ahn.new_cache(model)
+        parts = [
+            model.model(input_ids=ids, cache=cache, use_cache=True).last_hidden_state
+            for ids in (input_ids[:, :lossless], input_ids[:, lossless:])
+        ]
+    return torch.cat(parts, dim=1)
 
 
 @torch.no_grad()
