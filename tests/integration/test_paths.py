@@ -28,6 +28,21 @@ def test_parallel_chunked_decode_agree(memory, sinks, window, chunk, split, ids)
     torch.testing.assert_close(stepped, parallel, **TOL)
 
 
+@pytest.mark.parametrize("block", [3, 7, 16])
+@pytest.mark.parametrize("sinks, window", [(2, 8), (0, 5), (20, 4)])
+def test_query_blocks_smaller_or_larger_than_the_window_agree(
+    block, sinks, window, ids, monkeypatch
+):
+    """The parallel path splits queries into blocks of `QUERY_BLOCK` (256 at run time, more
+    than these inputs): blocks of any size against the window give the same logits."""
+    model = make_ahn_model(window=window, sinks=sinks)
+    one_block = model(ids, use_cache=False).logits
+    monkeypatch.setattr("ahn.integration.attention.QUERY_BLOCK", block)
+    blocked = model(ids, use_cache=False).logits
+    torch.testing.assert_close(blocked, one_block, **TOL)
+    torch.testing.assert_close(decode_logits(model, ids, 20, 9)[0], one_block, **TOL)
+
+
 @pytest.mark.parametrize("arch", ["qwen3-odd-heads", "llama-mha", "mistral-gqa"])
 def test_paths_agree_on_every_architecture(arch, ids):
     model = make_ahn_model(arch, window=6, sinks=2)

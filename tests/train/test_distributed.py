@@ -106,11 +106,15 @@ def test_two_processes_equal_one_with_the_doubled_batch(
     done = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     one, two = read_run(one_output), read_run(tmp_path / "two")
+    # Under --fsdp the student runs as one call, the reference as two (the lossless prefix, then
+    # the rest): the same gradients up to round-off, which Adam turns into weight differences of
+    # ~1e-6 on near-zero gradients (seen: 1.2e-6). A lost gradient path gave 1e-2.
+    atol = 5e-6 if "--fsdp" in sharding else 1e-6
     for part in ("ahn", "optimizer"):
         assert one[part].keys() == two[part].keys()
         for name in one[part]:
             torch.testing.assert_close(
-                two[part][name], one[part][name], rtol=1e-4, atol=1e-6, msg=name
+                two[part][name], one[part][name], rtol=1e-4, atol=atol, msg=name
             )
     for a, b in zip(one["log"], two["log"], strict=True):
         assert (a["sinks"], a["window"], a["loss_tokens"]) == (

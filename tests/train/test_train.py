@@ -163,7 +163,8 @@ def test_gradient_checkpointing_gives_the_same_weights(tmp_path):
     plain = train(config, model=counted_base(calls_plain), data=small_data())
     config = small_run(tmp_path / "b", steps=2, gradient_checkpointing=True)
     checkpointed = train(config, model=counted_base(calls_checkpointed), data=small_data())
-    assert (len(calls_plain), len(calls_checkpointed)) == (4, 6)  # teacher, student, recompute
+    # plain: teacher + the student's two calls; checkpointed: teacher, student, recompute
+    assert (len(calls_plain), len(calls_checkpointed)) == (6, 6)
     for name, value in ahn_state(plain).items():
         torch.testing.assert_close(ahn_state(checkpointed)[name], value, rtol=1e-5, atol=1e-7)
 

@@ -281,9 +281,12 @@ def student_hidden(model, input_ids: torch.Tensor, lossless: int, config: TrainC
     The same numbers as one call (SPEC §3: chunked prefill equals the parallel path), but the
     first call's hidden states do not depend on the AHN, so the backward runs over the second
     call's rows only (the first call's write-gate logits, kept in the cache, still get their
-    gradient). Under gradient checkpointing (no cache in training mode) it is one call.
+    gradient). Under gradient checkpointing (no cache in training mode) and under `--fsdp` it is
+    one call: with FSDP2, two forward calls of the sharded layers before one backward gave other
+    AHN gradients than one process (weights off by 1e-2 in the two-process test).
     """
-    if config.gradient_checkpointing or not 0 < lossless < input_ids.shape[1]:
+    one_call = config.gradient_checkpointing or config.fsdp
+    if one_call or not 0 < lossless < input_ids.shape[1]:
         return hidden_states(model, input_ids, "ahn")
     with ahn.mode(model, "ahn"):
         cache = ahn.new_cache(model)
