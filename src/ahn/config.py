@@ -9,7 +9,10 @@ from pathlib import Path
 
 from ahn.registry import MEMORY_TYPES, rule
 
-__all__ = ["MEMORY_TYPES", "MODES", "AHNConfig"]
+# The salient store's scores (ahn.integration.store.SCORES, named here without importing torch).
+SCORE_NAMES = ("surprise", "write_gate", "value_norm")
+
+__all__ = ["MEMORY_TYPES", "MODES", "SCORE_NAMES", "AHNConfig"]
 
 MODES = ("full", "sliding", "ahn")
 
@@ -26,6 +29,9 @@ class AHNConfig:
             attention. `None` means every layer.
         prefill_chunk: prompt tokens processed per forward call when a cache is in use, so that
             prefill memory is bounded by `sinks + window + prefill_chunk`.
+        salient: evicted tokens kept exactly per layer and KV head beside the memory (the
+            salient store, SPEC §2b); 0 (the default) is the AHN of the paper.
+        salient_score: how the store ranks evicted tokens, one of `SCORE_NAMES`.
     """
 
     memory: str = "gated_deltanet"
@@ -34,11 +40,16 @@ class AHNConfig:
     layers: list[int] | None = None
     prefill_chunk: int = 4096
     norm_eps: float = 1e-5
+    salient: int = 0
+    salient_score: str = "surprise"
 
     def __post_init__(self) -> None:
         rule(self.memory)  # a clear error for an unknown rule
         _check_int("window", self.window, minimum=1)
         _check_int("sinks", self.sinks, minimum=0)
+        _check_int("salient", self.salient, minimum=0)
+        if self.salient_score not in SCORE_NAMES:
+            raise ValueError(f"salient_score={self.salient_score!r} is not one of {SCORE_NAMES}")
         _check_int("prefill_chunk", self.prefill_chunk, minimum=1)
         if self.layers is not None:
             self.layers = list(self.layers)

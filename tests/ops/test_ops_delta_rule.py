@@ -38,3 +38,20 @@ def test_recurrent_beta_defaults_to_one(assert_close):
         x["q"], x["k"], x["v"], torch.ones(1, 9, 2), use_qk_l2norm_in_kernel=True
     )
     assert_close("o", ref, o, 1e-5)
+
+
+def test_write_norms_are_the_gated_kernels_without_decay(assert_close):
+    from ahn.ops import chunk_gated_delta_rule, fused_recurrent_gated_delta_rule
+
+    x = delta_inputs(1, 40, 2, 16, 16, torch.float32, h0=True)
+    x_nog = {n: t for n, t in x.items() if n != "g"}
+    kw = {"use_qk_l2norm_in_kernel": True, "output_write_norm": True}
+    pairs = [
+        (naive_recurrent_delta_rule, chunk_gated_delta_rule),
+        (chunk_delta_rule, chunk_gated_delta_rule),
+        (fused_recurrent_delta_rule, fused_recurrent_gated_delta_rule),
+    ]
+    for ours, gated in pairs:
+        norms = ours(**x_nog, **kw)[-1]
+        want = gated(**x_nog, g=torch.zeros_like(x["beta"]), **kw)[-1]
+        assert_close(ours.__name__, want, norms, 1e-5)

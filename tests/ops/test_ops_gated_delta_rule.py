@@ -124,3 +124,38 @@ def test_default_scale_and_no_final_state():
     o_ref, _ = chunk_gated_delta_rule(**x, scale=16**-0.5)
     assert S is None
     torch.testing.assert_close(o, o_ref)
+
+
+def _written_values(q, k, v, g, beta, initial_state):
+    """`||beta_t (v_t - exp(g_t) S_{t-1}^T k_t)||` [B, T, H] by its definition, in float64."""
+    k = l2norm(k.double())
+    S = initial_state.double().clone()
+    norms = []
+    for t in range(k.shape[1]):
+        S = S * g[:, t].double().exp()[..., None, None]
+        u = beta[:, t, :, None].double() * (
+            v[:, t].double() - torch.einsum("bhkv,bhk->bhv", S, k[:, t])
+        )
+        S = S + torch.einsum("bhk,bhv->bhkv", k[:, t], u)
+        norms.append(u.norm(dim=-1))
+    return torch.stack(norms, dim=1)
+
+
+@pytest.mark.parametrize("T", [1, 5, 63, 171])
+@pytest.mark.parametrize("grad", [False, True], ids=["inference", "training"])
+def test_write_norms_of_every_kernel(assert_close, T, grad, monkeypatch):
+    """`output_write_norm`: the salient store's surprise, from every kernel, equal to the
+    definition; the other outputs unchanged, and no gradient through the norms."""
+    monkeypatch.setattr(chunk_module, "CHUNK_SIZE", 16)  # several chunks and blocks at T = 171
+    monkeypatch.setattr(chunk_fwd_module, "BLOCK_ROWS", 96)
+    x = delta_inputs(2, T, 3, 16, 24, torch.float32, h0=True)
+    want = _written_values(**x)
+    kw = {"use_qk_l2norm_in_kernel": True, "output_final_state": True}
+    for kernel in (naive_recurrent_gated_delta_rule, fused_recurrent_gated_delta_rule,
+                   chunk_gated_delta_rule):  # fmt: skip
+        inputs = {n: t.clone().requires_grad_(grad) for n, t in x.items()}
+        o, S, norms = kernel(**inputs, **kw, output_write_norm=True)
+        o_ref, S_ref = kernel(**inputs, **kw)
+        assert not norms.requires_grad and norms.shape == (2, T, 3)
+        assert_close(f"{kernel.__name__}: norms", want.float(), norms, 1e-5)
+        assert torch.equal(o, o_ref) and torch.equal(S, S_ref)

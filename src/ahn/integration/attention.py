@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ahn.integration.cache import AHNLayer, Lossless, LosslessView
+from ahn.integration.store import Evicted, advance, score
 
 # Queries processed per block in the parallel path: each block sees sinks + window + block
 # keys, so smaller blocks waste less of the band mask, larger ones make fewer calls. At
@@ -35,6 +36,8 @@ class LayerContext:
     sinks: int
     memory: object | None  # the layer's MemoryModule when the memory is on, else None
     windowed: bool  # False for layers kept at full attention
+    salient: int = 0  # salient store entries per KV head (0 when off or the memory is off)
+    score: str = "surprise"  # the store's score, a name of `ahn.integration.store.SCORES`
 
 
 def ahn_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -72,24 +75,28 @@ def windowed_step(q, k_new, v_new, ctx: LayerContext, scaling):
     layer = (
         ctx.cache_layer
         if isinstance(ctx.cache_layer, AHNLayer)
-        else AHNLayer(Lossless(ctx.window, ctx.sinks))
+        else AHNLayer(Lossless(ctx.window, ctx.sinks, ctx.salient))
     )
     gates_new = out_gate = None
     if ctx.memory is not None:
         gates_new, out_gate = ctx.memory.project(ctx.x)  # logits [B, C, H, G], [B, C, H]
-    view = layer.view(k_new, v_new, gates_new, ctx.pad)
-    out = lossless_attention(q, view, ctx, scaling)  # [B, C, H, D]
-    state = layer.state
-    if ctx.memory is not None:
-        mem, state = memory_read(q, view, ctx, layer.state, out_gate)
-        if mem is not None and mem.shape[1] == out.shape[1]:
+    view = layer.view(k_new, v_new, gates_new, ctx.pad, ctx.salient)
+    state, mem, scores = layer.state, None, None
+    if ctx.memory is not None:  # first: the store ranks evicted tokens by what the memory saw
+        mem, state, scores = memory_read(q, view, ctx, layer.state, out_gate)
+    if view.store is None:
+        out, store = lossless_attention(q, view, ctx, scaling), None  # [B, C, H, D]
+    else:
+        out, store = store_attention(q, view, ctx, scaling, scores)
+    if mem is not None:
+        if mem.shape[1] == out.shape[1]:
             out = out + mem
-        elif mem is not None:
+        else:
             out = torch.cat(
                 [out[:, : out.shape[1] - mem.shape[1]], out[:, -mem.shape[1] :] + mem], 1
             )
     if isinstance(ctx.cache_layer, AHNLayer):
-        layer.commit(view, q.shape[-2], state)
+        layer.commit(view, q.shape[-2], state, store)
     return out
 
 
@@ -127,12 +134,62 @@ def _block_mask(q0: int, Tq: int, k0: int, Tk: int, view: LosslessView, ctx: Lay
     q_slot = torch.arange(q0, q0 + Tq, device=device)
     if ctx.pad_max > q0:  # padding queries in this block
         local = _let_padding_attend_itself(local, q_slot, k_slot, pad)
+    return torch.cat([_sink_mask(q0, q_slot, view, ctx), local.expand(B, -1, -1)], dim=-1)
+
+
+def _sink_mask(q0: int, q_slot, view: LosslessView, ctx: LayerContext) -> torch.Tensor:
+    """[B, Tq, S] bool: the sinks seen by queries at slots `q_slot` (from q0), causally."""
+    pad, S = ctx.pad, ctx.sinks
     if bool(view.sink_ok.all()) and q0 >= ctx.pad_max + S - 1:
-        sinks = torch.ones(B, Tq, S, dtype=torch.bool, device=device)
-    else:
-        sink_slot = pad[:, None] + torch.arange(S, device=device)  # [B, S]
-        sinks = view.sink_ok[:, None, :] & (sink_slot[:, None, :] <= q_slot[None, :, None])
-    return torch.cat([sinks, local.expand(B, -1, -1)], dim=-1)
+        return torch.ones(pad.shape[0], q_slot.shape[0], S, dtype=torch.bool, device=pad.device)
+    sink_slot = pad[:, None] + torch.arange(S, device=pad.device)  # [B, S]
+    return view.sink_ok[:, None, :] & (sink_slot[:, None, :] <= q_slot[None, :, None])
+
+
+def store_attention(q, view: LosslessView, ctx: LayerContext, scaling, scores):
+    """`lossless_attention` with the salient store: one softmax over sinks, store and window.
+
+    scores: [B, Hkv, n] of the n tokens this chunk evicts (k_loc[..., :n]; -inf: never
+    stored), or None when it evicts none. Query blocks run in order: each ranks the tokens its
+    queries evict against the store it starts with (`advance`), and a key is visible to query
+    t while `slot <= t < expiry`. Returns (out [B, C, H, D], the store after the chunk).
+    """
+    (B, H, C, _), Hkv = q.shape, view.k_loc.shape[1]
+    W, device, store = ctx.window, q.device, view.store
+    n = 0 if scores is None else scores.shape[-1]
+    outs = []
+    for a in range(0, C, QUERY_BLOCK):
+        b = min(C, a + QUERY_BLOCK)
+        q0, q1 = view.seen + a, view.seen + b
+        lo = max(0, q0 - W - view.start)  # from the key query q0 evicts
+        hi, e_hi = q1 - view.start, max(lo, min(n, q1 - W - view.start))
+        k_slot = torch.arange(view.start + lo, view.start + hi, device=device)  # [Tk]
+        s_new = scores[..., lo:e_hi] if n else q.new_zeros(B, Hkv, 0)
+        k_loc, v_loc = view.k_loc[..., lo:hi, :], view.v_loc[..., lo:hi, :]
+        m = e_hi - lo
+        ok_new = s_new > float("-inf")
+        k_ev, v_ev = k_loc[..., :m, :], v_loc[..., :m, :]
+        E_store, E_new, kept = advance(store, k_ev, v_ev, k_slot[:m], s_new, ok_new, W, q1 - 1)
+        E_win = torch.cat([E_new, (k_slot[m:] + W).expand(B, Hkv, -1)], dim=-1)  # [B, Hkv, Tk]
+        q_slot = torch.arange(q0, q1, device=device)[:, None]  # [Tq, 1]
+        regular = ((k_slot[None, :] - ctx.pad[:, None]) >= ctx.sinks)[:, None, None]
+        local = (k_slot <= q_slot) & (q_slot < E_win[:, :, None, :]) & regular
+        if ctx.pad_max > q0:
+            lone = torch.zeros(B, b - a, hi - lo, dtype=torch.bool, device=device)
+            local = local | _let_padding_attend_itself(lone, q_slot[:, 0], k_slot, ctx.pad)[:, None]
+        in_store = store.ok[:, :, None, :] & (q_slot < E_store[:, :, None, :])  # [B, Hkv, Tq, G]
+        sinks = _sink_mask(q0, q_slot[:, 0], view, ctx)[:, None].expand(-1, Hkv, -1, -1)
+        ok = torch.cat([sinks, in_store, local], dim=-1)  # [B, Hkv, Tq, S + G + Tk]
+        ok = ok[:, :, None].expand(-1, -1, H // Hkv, -1, -1).flatten(1, 2)  # [B, H, Tq, L]
+        k = torch.cat([view.sink_k, store.k, k_loc], dim=-2)
+        v = torch.cat([view.sink_v, store.v, v_loc], dim=-2)
+        outs.append(
+            F.scaled_dot_product_attention(
+                q[..., a:b, :], k, v, attn_mask=ok, scale=scaling, enable_gqa=True
+            )
+        )
+        store = kept
+    return torch.cat(outs, dim=-2).transpose(1, 2), store
 
 
 @functools.lru_cache(maxsize=32)
@@ -152,27 +209,41 @@ def memory_read(q, view: LosslessView, ctx: LayerContext, state, out_gate):
     """Absorb the tokens leaving the window during this chunk and read the memory.
 
     Token at slot u leaves the window when query slot u + W arrives: the evicted slots pair
-    one-to-one with the last `n` queries of the chunk. Returns (out [B, n, H, D] or None, state).
+    one-to-one with the last `n` queries of the chunk. Returns (out [B, n, H, D] or None,
+    state, the evicted tokens' store scores [B, Hkv, n] (-inf: never stored) or None when the
+    store is off or nothing is evicted).
     """
     C = q.shape[-2]
     n = max(0, view.k_loc.shape[-2] - ctx.window)  # <= C since at most W slots were stored
     if n == 0:
-        return None, state
+        return None, state, None
     k, v = view.k_loc[..., :n, :], view.v_loc[..., :n, :]  # [B, Hkv, n, D]
     z = view.gates_loc[:, :n]  # [B, n, H, G] write-gate logits
-    if view.start - ctx.pad_max >= ctx.sinks:  # every evicted slot is a regular token
-        if C == 1:  # decoding
-            return ctx.memory.step(q, k, v, z, state, out_gate)
-        gates = ctx.memory.gates(z)
-    else:
+    rank = score(ctx.score) if ctx.salient else None
+    surprise = rank is not None and rank.surprise
+    absorb = None  # [B, n] bool, None: every evicted slot is a regular token
+    if view.start - ctx.pad_max < ctx.sinks:
         slots = torch.arange(view.start, view.start + n, device=q.device)
-        absorb = (slots[None, :] - ctx.pad[:, None]) >= ctx.sinks  # [B, n]
+        absorb = (slots[None, :] - ctx.pad[:, None]) >= ctx.sinks
         if not bool(absorb.any()):  # only sinks and padding left: the memory is still empty
-            return None, state
-        gates = ctx.memory.gates(z) * absorb[:, :, None, None]
-    groups = q.shape[1] // k.shape[1]
-    if groups > 1:
-        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-    k, v = k.transpose(1, 2), v.transpose(1, 2)  # [B, n, H, D]
-    r, state = ctx.memory.recur(q[..., C - n :, :].transpose(1, 2), k, v, gates, state)
-    return ctx.memory.readout(r, out_gate[:, C - n :]), state
+            never = None if rank is None else q.new_full((q.shape[0], k.shape[1], n), -torch.inf)
+            return None, state, never
+    if absorb is None and C == 1:  # decoding
+        mem, state, *s = ctx.memory.step(q, k, v, z, state, out_gate, surprise)
+    else:
+        gates = ctx.memory.gates(z)
+        if absorb is not None:
+            gates = gates * absorb[:, :, None, None]
+        groups = q.shape[1] // k.shape[1]
+        kh, vh = (x.repeat_interleave(groups, dim=1) if groups > 1 else x for x in (k, v))
+        kh, vh = kh.transpose(1, 2), vh.transpose(1, 2)  # [B, n, H, D]
+        r, state, *s = ctx.memory.recur(q[..., C - n :, :].transpose(1, 2), kh, vh, gates,
+                                        state, surprise)  # fmt: skip
+        mem = ctx.memory.readout(r, out_gate[:, C - n :])
+    if rank is None:
+        return mem, state, None
+    evicted = Evicted(k, v, lambda: ctx.memory.gates(z), s[0] if s else None)
+    scores = rank.fn(evicted)  # [B, Hkv, n]
+    if absorb is not None:
+        scores = scores.masked_fill(~absorb[:, None, :], -torch.inf)
+    return mem, state, scores

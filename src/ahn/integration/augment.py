@@ -49,7 +49,8 @@ class Runtime(ReadsLossless):
     requires_grad: dict = field(default_factory=dict)  # base parameter name -> flag before
 
     def new_cache(self) -> AHNCache:
-        return AHNCache(len(self.decoder.layers), self.windowed, self.window, self.sinks)
+        layers = len(self.decoder.layers)
+        return AHNCache(layers, self.windowed, self.window, self.sinks, self.salient)
 
 
 def augment(model: nn.Module, config: AHNConfig) -> nn.Module:
@@ -86,7 +87,7 @@ def augment(model: nn.Module, config: AHNConfig) -> nn.Module:
         model.config._attn_implementation or "eager",
         decoder,
         windowed,
-        Lossless(config.window, config.sinks),
+        Lossless(config.window, config.sinks, config.salient),
         requires_grad=before,
     )
     model._ahn_runtime = rt
@@ -194,24 +195,36 @@ def mode(model: nn.Module, name: str):
         set_mode(model, previous)
 
 
-def set_window(model: nn.Module, window: int | None = None, sinks: int | None = None) -> None:
-    """Run with other lossless sizes from now on (None keeps the current one). Caches already
-    holding tokens keep theirs, and are refused at other sizes."""
+def set_window(
+    model: nn.Module,
+    window: int | None = None,
+    sinks: int | None = None,
+    salient: int | None = None,
+) -> None:
+    """Run with other lossless sizes from now on (None keeps the current one): `window`,
+    `sinks`, and `salient` store entries per KV head. Caches already holding tokens keep
+    theirs, and are refused at other sizes."""
     rt = runtime_of(model)
     checked = AHNConfig(
         memory=rt.config.memory,
         window=rt.window if window is None else window,
         sinks=rt.sinks if sinks is None else sinks,
+        salient=rt.salient if salient is None else salient,
     )
-    rt.lossless = Lossless(checked.window, checked.sinks)
+    rt.lossless = Lossless(checked.window, checked.sinks, checked.salient)
 
 
 @contextlib.contextmanager
-def window(model: nn.Module, window: int | None = None, sinks: int | None = None):
+def window(
+    model: nn.Module,
+    window: int | None = None,
+    sinks: int | None = None,
+    salient: int | None = None,
+):
     """Context manager: temporarily use other lossless sizes (training draws them per step)."""
     rt = runtime_of(model)
     previous = rt.lossless
-    set_window(model, window, sinks)
+    set_window(model, window, sinks, salient)
     try:
         yield model
     finally:
@@ -277,9 +290,9 @@ def _ahn_cache(rt: Runtime, cache: Cache | None, use_cache: bool) -> AHNCache | 
         if cache.get_seq_length() > 0:
             raise ValueError(
                 f"the cache holds {cache.get_seq_length()} tokens read with window="
-                f"{cache.window}, sinks={cache.sinks}, but the model now runs with window="
-                f"{rt.window}, sinks={rt.sinks}; use the sizes the cache was made with or a "
-                "new cache (ahn.new_cache(model))"
+                f"{cache.window}, sinks={cache.sinks}, salient={cache.salient}, but the model "
+                f"now runs with window={rt.window}, sinks={rt.sinks}, salient={rt.salient}; use "
+                "the sizes the cache was made with or a new cache (ahn.new_cache(model))"
             )
         cache.resize(rt.lossless)  # still empty: it takes the runtime's sizes
     return cache
@@ -429,9 +442,11 @@ def _attention_pre_hook(attn, args, kwargs):
     cache_layer = (
         cache.layers[index] if isinstance(cache, Cache) and index < len(cache.layers) else None
     )
+    salient = rt.salient if memory is not None else 0
     attn._ahn_context = LayerContext(
-        x, cache_layer, pad, rt.pad_max, rt.window, rt.sinks, memory, windowed
-    )
+        x, cache_layer, pad, rt.pad_max, rt.window, rt.sinks, memory, windowed, salient,
+        rt.config.salient_score,
+    )  # fmt: skip
     return None
 
 

@@ -14,14 +14,18 @@ from dataclasses import dataclass
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin, DynamicLayer
 
+from ahn.integration.store import Store
+
 
 @dataclass(frozen=True)
 class Lossless:
-    """The lossless sizes of windowed layers: the first `sinks` tokens and the last `window`.
+    """The lossless sizes of windowed layers: the first `sinks` tokens, the last `window` and
+    up to `salient` evicted tokens per KV head (the salient store, used when the memory is on).
     A cache holds one, shared by all its layers; the runtime holds the model's current one."""
 
     window: int
     sinks: int
+    salient: int = 0
 
 
 class ReadsLossless:
@@ -36,6 +40,10 @@ class ReadsLossless:
     @property
     def sinks(self) -> int:
         return self.lossless.sinks
+
+    @property
+    def salient(self) -> int:
+        return self.lossless.salient
 
 
 @dataclass
@@ -55,10 +63,12 @@ class LosslessView:
     gates_loc: torch.Tensor | None  # [B, L, H, G] logits, or None when the memory is off
     start: int  # slot of k_loc[..., 0, :]
     seen: int  # slots seen before the new chunk
+    store: Store | None = None  # the salient store before the chunk, when in use
 
 
 class AHNLayer(ReadsLossless, CacheLayerMixin):
-    """Cache of one windowed layer: at most `sinks + window` keys/values plus a memory state.
+    """Cache of one windowed layer: at most `sinks + salient + window` keys/values per KV head
+    plus a memory state.
 
     `update` (called by the attention module before the attention function) only hands the
     new keys/values through: the AHN attention function commits them with `commit`, because the
@@ -74,6 +84,7 @@ class AHNLayer(ReadsLossless, CacheLayerMixin):
         self.sink_k = self.sink_v = self.sink_ok = None
         self.gates: torch.Tensor | None = None  # [B, w, H, G] write-gate logits
         self.state: torch.Tensor | None = None  # [B, H, D, D] float32
+        self.store: Store | None = None  # the salient store, once the memory has used it
 
     def lazy_initialization(self, key_states, value_states) -> None:
         B, Hkv, _, D = key_states.shape
@@ -89,8 +100,9 @@ class AHNLayer(ReadsLossless, CacheLayerMixin):
             self.lazy_initialization(key_states, value_states)
         return key_states, value_states
 
-    def view(self, k_new, v_new, gates_new, pad) -> LosslessView:
-        """The stored tokens followed by the new chunk; sinks of the chunk already included."""
+    def view(self, k_new, v_new, gates_new, pad, salient: int = 0) -> LosslessView:
+        """The stored tokens followed by the new chunk; sinks of the chunk already included;
+        the salient store (of `salient` entries per KV head) when that is not 0."""
         if not self.is_initialized:
             self.lazy_initialization(k_new, v_new)
         sink_k, sink_v, sink_ok = _add_sinks(
@@ -109,23 +121,27 @@ class AHNLayer(ReadsLossless, CacheLayerMixin):
             gates_loc,
             self.seen - self.keys.shape[-2],
             self.seen,
+            (self.store or Store.empty(k_new, salient)) if salient else None,
         )
 
-    def commit(self, view: LosslessView, new_tokens: int, state: torch.Tensor | None) -> None:
-        """Keep the sinks, the last `window` slots (with their gates) and the memory state."""
+    def commit(self, view, new_tokens: int, state, store: Store | None = None) -> None:
+        """Keep the sinks, the last `window` slots (with their gates), the memory state and the
+        salient store."""
         keep = min(self.window, view.k_loc.shape[-2])
         self.sink_k, self.sink_v, self.sink_ok = view.sink_k, view.sink_v, view.sink_ok
         self.keys = view.k_loc[..., -keep:, :].contiguous()
         self.values = view.v_loc[..., -keep:, :].contiguous()
         self.gates = None if view.gates_loc is None else view.gates_loc[:, -keep:].contiguous()
         self.state = state
+        self.store = store if store is not None else self.store
         self.seen += new_tokens
 
     def get_seq_length(self) -> int:
         return self.seen
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-        return self.sinks + (self.keys.shape[-2] if self.is_initialized else 0) + query_length, 0
+        stored = self.keys.shape[-2] if self.is_initialized else 0
+        return self.sinks + self.salient + stored + query_length, 0
 
     def get_max_length(self) -> int:
         return -1
@@ -144,13 +160,16 @@ class AHNLayer(ReadsLossless, CacheLayerMixin):
 
     def tensors(self) -> list[torch.Tensor]:
         names = ("keys", "values", "sink_k", "sink_v", "sink_ok", "gates", "state")
-        return [t for t in (getattr(self, n) for n in names) if t is not None]
+        held = [t for t in (getattr(self, n) for n in names) if t is not None]
+        return held + ([] if self.store is None else self.store.tensors())
 
     def _map_batch(self, fn) -> None:
         for name in ("keys", "values", "sink_k", "sink_v", "sink_ok", "gates", "state"):
             tensor = getattr(self, name)
             if tensor is not None:
                 setattr(self, name, fn(tensor))
+        if self.store is not None:
+            self.store = self.store.map(fn)
 
 
 def _add_sinks(sink_k, sink_v, sink_ok, k_new, v_new, pad, seen):
@@ -182,8 +201,10 @@ class AHNCache(ReadsLossless, Cache):
     the whole sequence, its first `get_seq_length()` tokens already cached).
     """
 
-    def __init__(self, num_layers: int, windowed: set[int], window: int, sinks: int) -> None:
-        self.lossless = Lossless(window, sinks)
+    def __init__(
+        self, num_layers: int, windowed: set[int], window: int, sinks: int, salient: int = 0
+    ) -> None:
+        self.lossless = Lossless(window, sinks, salient)
         layers = [
             AHNLayer(self.lossless) if i in windowed else DynamicLayer() for i in range(num_layers)
         ]
@@ -230,7 +251,7 @@ class AHNCache(ReadsLossless, Cache):
 
 
 def cache_bytes(cache: Cache) -> int:
-    """Bytes held by a cache's tensors (keys, values, sinks, gates, memory states)."""
+    """Bytes held by a cache's tensors (keys, values, sinks, gates, memory states, stores)."""
     total = 0
     for layer in cache.layers:
         tensors = layer.tensors() if isinstance(layer, AHNLayer) else [layer.keys, layer.values]

@@ -77,10 +77,12 @@ class MemoryModule(nn.Module):
         """Write-gate logits [B, T, H, num_gates] -> write gates [B, T, H, num_gates]."""
         raise NotImplementedError
 
-    def recur(self, q, k, v, gates, initial_state):
+    def recur(self, q, k, v, gates, initial_state, surprise=False):
         """Absorb `k, v` ([B, T, H, D]) in order; read with `q` after each step.
 
-        Returns `(r [B, T, H, D], final_state [B, H, D, D] float32)`.
+        Returns `(r [B, T, H, D], final_state [B, H, D, D] float32)`, and with `surprise` also
+        each token's surprise `[B, T, H]` float32 (no gradient): how much of its value the
+        state before it could not predict, weighted by its write strength (SPEC §2b).
         """
         raise NotImplementedError
 
@@ -88,18 +90,19 @@ class MemoryModule(nn.Module):
         """r: [B, T, H, D] read of the state, gate: [B, T, H] raw output gate -> [B, T, H, D]."""
         raise NotImplementedError
 
-    def step(self, q, k, v, z, state, gate):
+    def step(self, q, k, v, z, state, gate, surprise=False):
         """One decode step: absorb one evicted token per row, read with one query.
 
         q: [B, H, 1, D]; k, v: [B, Hkv, 1, D] (H a multiple of Hkv); z: [B, 1, H, num_gates]
         write-gate logits of the evicted token; state: [B, H, D, D] float32 or None; gate:
-        [B, 1, H] raw output gate. Returns `(out [B, 1, H, D], state)`; the same function as
-        `recur` + `readout`, which subclasses may compute in fewer ops.
+        [B, 1, H] raw output gate. Returns `(out [B, 1, H, D], state)` (and the surprise
+        `[B, 1, H]` when asked); the same function as `recur` + `readout`, which subclasses
+        may compute in fewer ops.
         """
         groups = q.shape[1] // k.shape[1]
         k, v = (x.repeat_interleave(groups, dim=1).transpose(1, 2) for x in (k, v))
-        r, state = self.recur(q.transpose(1, 2), k, v, self.gates(z), state)
-        return self.readout(r, gate), state
+        r, state, *s = self.recur(q.transpose(1, 2), k, v, self.gates(z), state, surprise)
+        return self.readout(r, gate), state, *s
 
 
 class HeadNormReadout:
@@ -122,11 +125,11 @@ class HeadNormReadout:
     def _fold(self) -> torch.Tensor:
         return self.o_norm.weight[:, None] * self.o_proj.weight  # [H, D, D]
 
-    def delta_step(self, q, k, v, beta, decay, state, gate):
+    def delta_step(self, q, k, v, beta, decay, state, gate, surprise=False):
         """`step` of a (gated) delta-rule memory in few ops (decoding runs it once per layer
         and token, where the op count sets the time): beta, decay `[B, 1, H]` (decay `exp(g)`,
         None for the delta rule); the other arguments and the result as in
-        `MemoryModule.step`."""
+        `MemoryModule.step`, the surprise being the norm of the written value."""
         (B, H, _, D), Hkv, dtype = q.shape, k.shape[1], v.dtype
         N = B * H
         # [B, Hkv, H / Hkv, 3, D]: each query head with its group's key and value, one copy
@@ -135,7 +138,7 @@ class HeadNormReadout:
         qk = l2norm(qkv[:, :2])
         S = None if state is None else state.view(N, D, D)
         # r [N, 1, D]: the read without the query scale D^-1/2
-        r, S = delta_rule_step(qk[:, :1], qk[:, 1:], qkv[:, 2:], beta, decay, S)
+        r, S, u = delta_rule_step(qk[:, :1], qk[:, 1:], qkv[:, 2:], beta, decay, S)
         W = cached(self, "_folded_o_proj", (self.o_norm.weight, self.o_proj.weight), self._fold)
         if dtype == torch.float32:  # RMSNorm(r / sqrt(D), eps) == RMSNorm(r, eps * D)
             o = F.rms_norm(r, (D,), eps=self.norm_eps * D)
@@ -143,7 +146,10 @@ class HeadNormReadout:
             o = F.rms_norm(fp32(cast(r.mul_(D**-0.5), dtype)), (D,), eps=self.norm_eps)
         o = cast(o * F.silu(gate).view(N, 1, 1), dtype)  # the gate before o_proj, as `readout`
         o = torch.bmm(o.view(B, H, D).transpose(0, 1), cast(W, dtype))  # [H, B, D]
-        return o.transpose(0, 1).unsqueeze(1), S.view(B, H, D, D)  # [B, 1, H, D]
+        out = o.transpose(0, 1).unsqueeze(1), S.view(B, H, D, D)  # [B, 1, H, D]
+        if not surprise:
+            return out
+        return *out, torch.linalg.vector_norm(u.detach(), dim=-1).view(B, 1, H)
 
 
 def cached(module: nn.Module, name: str, params, build):
@@ -176,9 +182,10 @@ def _stack_linears(linears: list[nn.Linear]) -> tuple[torch.Tensor, torch.Tensor
 RECURRENT_MAX_T = 64
 
 
-def delta_rule(chunk_kernel, recurrent_kernel, q, k, v, beta, initial_state, **decay):
+def delta_rule(chunk_kernel, recurrent_kernel, q, k, v, beta, initial_state, surprise, **decay):
     """Run a delta-rule kernel (recurrent for short inputs, chunked otherwise) with in-kernel
-    q/k L2 normalisation; returns `(r [B, T, H, D], final_state [B, H, D, D])`."""
+    q/k L2 normalisation; returns `(r [B, T, H, D], final_state [B, H, D, D])`, and with
+    `surprise` the norms of the written values `[B, T, H]`."""
     kernel = recurrent_kernel if q.shape[1] <= RECURRENT_MAX_T else chunk_kernel
     return kernel(
         q=q,
@@ -188,5 +195,6 @@ def delta_rule(chunk_kernel, recurrent_kernel, q, k, v, beta, initial_state, **d
         initial_state=initial_state,
         output_final_state=True,
         use_qk_l2norm_in_kernel=True,
+        output_write_norm=surprise,
         **decay,
     )

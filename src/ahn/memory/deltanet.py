@@ -30,9 +30,9 @@ class DeltaNet(HeadNormReadout, MemoryModule):
     def gates(self, z):
         return z.sigmoid()  # [B, T, H, 1]: beta
 
-    def step(self, q, k, v, z, state, gate):
-        return self.delta_step(q, k, v, z[..., 0].sigmoid(), None, state, gate)
+    def step(self, q, k, v, z, state, gate, surprise=False):
+        return self.delta_step(q, k, v, z[..., 0].sigmoid(), None, state, gate, surprise)
 
-    def recur(self, q, k, v, gates, initial_state):
+    def recur(self, q, k, v, gates, initial_state, surprise=False):
         chunk, recurrent = ops.chunk_delta_rule, ops.fused_recurrent_delta_rule
-        return delta_rule(chunk, recurrent, q, k, v, gates[..., 0], initial_state)
+        return delta_rule(chunk, recurrent, q, k, v, gates[..., 0], initial_state, surprise)

@@ -55,11 +55,11 @@ class GatedDeltaNet(HeadNormReadout, MemoryModule):
                                                                  self.dt_bias.float()))  # fmt: skip
         return z[..., 0].sigmoid(), F.softplus(z[..., 1] + dt_bias) * neg_A
 
-    def step(self, q, k, v, z, state, gate):
+    def step(self, q, k, v, z, state, gate, surprise=False):
         beta, g = self.beta_g(z)
-        return self.delta_step(q, k, v, beta, g.exp(), state, gate)
+        return self.delta_step(q, k, v, beta, g.exp(), state, gate, surprise)
 
-    def recur(self, q, k, v, gates, initial_state):
+    def recur(self, q, k, v, gates, initial_state, surprise=False):
         chunk, recurrent = ops.chunk_gated_delta_rule, ops.fused_recurrent_gated_delta_rule
         beta, g = gates[..., 0], gates[..., 1]
-        return delta_rule(chunk, recurrent, q, k, v, beta, initial_state, g=g)
+        return delta_rule(chunk, recurrent, q, k, v, beta, initial_state, surprise, g=g)

@@ -105,10 +105,11 @@ def fast_path(module: str, name: str, *tensors: torch.Tensor | None):
         return None
 
 
-def dispatch(module: str, on: tuple[str, ...]):
+def dispatch(module: str, on: tuple[str, ...], local: tuple[str, ...] = ()):
     """Decorator of a kernel with fla's / mamba_ssm's signature: when the tensors named `on` are
     on CUDA and `module` imports, `module.<the kernel's name>` runs instead, given every argument
-    by keyword; otherwise the torch code does (always on CPU)."""
+    by keyword; otherwise the torch code does (always on CPU). Arguments named in `local` are
+    ours, not the package's: when one is set (truthy), the torch code runs."""
 
     def decorate(fn):
         signature = inspect.signature(fn)
@@ -125,9 +126,11 @@ def dispatch(module: str, on: tuple[str, ...]):
                 return fn(*args, **kwargs)
             bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()
+            if any(bound.arguments.pop(name) for name in local):
+                return fn(*args, **kwargs)
             return fast(**bound.arguments)
 
-        kernel.fast_module = module
+        kernel.fast_module, kernel.local_arguments = module, local
         return kernel
 
     return decorate

@@ -8,7 +8,7 @@ from ahn.ops.gated_delta_rule.chunk import chunk_gated_delta_rule_fwd
 from ahn.ops.utils import check_delta_inputs, dispatch
 
 
-@dispatch("fla.ops.delta_rule", on=("q", "k", "v"))
+@dispatch("fla.ops.delta_rule", on=("q", "k", "v"), local=("output_write_norm",))
 def chunk_delta_rule(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -18,7 +18,8 @@ def chunk_delta_rule(
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
     use_qk_l2norm_in_kernel: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+    output_write_norm: bool = False,
+) -> tuple[torch.Tensor, ...]:
     """Delta rule over a whole sequence (fla's `chunk_delta_rule`).
 
     `S_t = S_{t-1} + beta_t k_t (v_t - S_{t-1}^T k_t)^T`, `o_t = scale * S_t^T q_t`.
@@ -27,12 +28,23 @@ def chunk_delta_rule(
         q, k: `[B, T, H, K]`.  v: `[B, T, H, V]`.  beta: `[B, T, H]`.
         scale: default `K ** -0.5`.  initial_state: `[B, H, K, V]` float32 (receives gradients).
         output_final_state, use_qk_l2norm_in_kernel: as in fla.
+        output_write_norm: also return `||u_t||` `[B, T, H]` (see `chunk_gated_delta_rule`).
 
     Returns:
-        o `[B, T, H, V]` in the dtype of v, and the final state `[B, H, K, V]` float32 or None.
+        o `[B, T, H, V]` in the dtype of v, the final state `[B, H, K, V]` float32 or None, and
+        the write norms when asked.
     """
     check_delta_inputs(q, k, v, None, beta, initial_state)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     return chunk_gated_delta_rule_fwd(
-        q, k, v, None, beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel
+        q,
+        k,
+        v,
+        None,
+        beta,
+        scale,
+        initial_state,
+        output_final_state,
+        use_qk_l2norm_in_kernel,
+        output_write_norm,
     )

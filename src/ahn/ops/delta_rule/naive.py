@@ -16,12 +16,22 @@ def naive_recurrent_delta_rule(
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
     use_qk_l2norm_in_kernel: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+    output_write_norm: bool = False,
+) -> tuple[torch.Tensor, ...]:
     """Delta rule `S_t = S_{t-1} + beta_t k_t (v_t - S_{t-1}^T k_t)^T`, `o_t = scale * S_t^T q_t`.
 
     Args and Returns as `naive_recurrent_gated_delta_rule`, without g.
     """
     g = torch.zeros_like(beta) if isinstance(beta, torch.Tensor) else beta
     return naive_recurrent_gated_delta_rule(
-        q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel
+        q,
+        k,
+        v,
+        g,
+        beta,
+        scale,
+        initial_state,
+        output_final_state,
+        use_qk_l2norm_in_kernel,
+        output_write_norm,
     )

@@ -201,13 +201,14 @@ def fwd_block(buf, d, chunks, q, k, v, scale, h, U, Tinv, kept):
         h.mul_(gamma_n).baddbmm_(KE_t, U_n)
 
 
-def chunk_fwd(q, k, v, g, beta, scale, h0, chunk_size, keep_states=True):
+def chunk_fwd(q, k, v, g, beta, scale, h0, chunk_size, keep_states=True, write_norm=False):
     """Forward over chunks. Inputs `[B, T, H, D]` (g, beta `[B, T, H]`) fp32, h0 `[B*H, K, V]`.
 
-    Returns o `[B, T, H, V]`, the final state `[B*H, K, V]` and, when keep_states, what the
+    Returns o `[B, T, H, V]`, the final state `[B*H, K, V]`, when keep_states what the
     backward needs besides the inputs: `(h, U, Tinv, *ChunkDecay)` with h the states entering
     chunks 0, R, 2R, ... (R = STATE_EVERY) `[ceil(N / R), B*H, K, V]`, U `[N, B*H, C, V]` and
-    `(I + A)^{-1}` `[N, B*H, C, C]`; otherwise None.
+    `(I + A)^{-1}` `[N, B*H, C, C]` (otherwise None), and when write_norm the norm of each
+    token's written value `||U_t||` `[B, T, H]` (otherwise None).
     """
     B, T, H, K = k.shape
     V, M, C = v.shape[-1], B * H, chunk_size
@@ -224,6 +225,7 @@ def chunk_fwd(q, k, v, g, beta, scale, h0, chunk_size, keep_states=True):
         Us, Tinvs = v.new_empty(N, M, C, V), k.new_empty(N, M, C, C)
     qm, km = heads_view(q), heads_view(k)
     vs = split_chunks(heads_view(v), C)
+    norms = v.new_empty(N, M, C) if write_norm else None
     for n0, d_block in zip(range(0, N, G), d.split(G), strict=True):
         chunks = range(n0, min(N, n0 + G))
         s, e = n0 * C, min(T, (n0 + G) * C)
@@ -234,8 +236,13 @@ def chunk_fwd(q, k, v, g, beta, scale, h0, chunk_size, keep_states=True):
         else:
             U, Tinv = block.U, block.Tinv
         fwd_block(block, d_block, chunks, *qk, vs[n0 : n0 + G], scale, h, U, Tinv, kept)
+        if write_norm:
+            torch.linalg.vector_norm(U, dim=-1, out=norms[chunks.start : chunks.stop])
         O = block.O.transpose(0, 1).flatten(1, 2)  # [M, G*C, V]
         om[:, s:e].copy_(O[:, : e - s])
     if om.data_ptr() != o.data_ptr():
         o.copy_(om.view(B, H, T, V).transpose(1, 2))
-    return o, h, ((kept, Us, Tinvs, *d.tensors()) if keep_states else None)
+    if write_norm:  # [N, B*H, C] -> [B, T, H]
+        norms = norms.transpose(0, 1).reshape(B, H, N * C)[..., :T].transpose(1, 2)
+    saved = (kept, Us, Tinvs, *d.tensors()) if keep_states else None
+    return o, h, saved, norms
