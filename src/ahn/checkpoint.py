@@ -68,12 +68,23 @@ def weights_sha256(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def export_official(model: nn.Module, path: str | os.PathLike) -> Path:
+def export_official(model: nn.Module, path: str | os.PathLike, drop_salient: bool = False) -> Path:
     """Write the AHN of an augmented model in the official ByteDance layout, atomically: the
     AHN-only `model.safetensors` and the base's `config.json` carrying `_ahn_implementation`,
     `sliding_window`, `num_attn_sinks` and `fa_layer_ids` (the layers kept at full attention).
-    `load` reads it back; the official code reads it for the Qwen2 / Qwen3 bases it supports."""
+    `load` reads it back; the official code reads it for the Qwen2 / Qwen3 bases it supports.
+
+    The official layout has no salient store: an AHN configured with one is refused unless
+    `drop_salient`, since the official code would run it without the store it was trained with.
+    """
     rt = runtime_of(model)
+    if rt.config.salient and not drop_salient:
+        raise ValueError(
+            f"this AHN runs with a salient store (salient={rt.config.salient}), which the official "
+            "layout cannot carry: exported, it runs as sinks + window + memory only, a setup it "
+            "was not trained for; pass drop_salient=True (ahn export --drop-salient) to export "
+            "it anyway"
+        )
     tensors = {n: p.detach().cpu().contiguous() for n, p in trainable_parameters(model)}
     config = model.config.to_dict()
     for key in ("_attn_implementation", "_attn_implementation_internal"):
@@ -98,7 +109,8 @@ def model_card(config: AHNConfig, base: str, tensors: dict, training: dict | Non
     if base and not Path(base).is_absolute():
         front.append(f"base_model: {base}")
     front += [f"ahn_memory: {config.memory}", f"ahn_window: {config.window}",
-              f"ahn_sinks: {config.sinks}", f"ahn_parameters: {params}", "---", ""]  # fmt: skip
+              f"ahn_sinks: {config.sinks}", f"ahn_salient: {config.salient}",
+              f"ahn_parameters: {params}", "---", ""]  # fmt: skip
     lines = [
         f"# AHN ({config.memory}) for {Path(base).name if base else 'a causal LM'}",
         "",
@@ -106,6 +118,15 @@ def model_card(config: AHNConfig, base: str, tensors: dict, training: dict | Non
         f"({config.window}) kept losslessly, the tokens leaving the window compressed into a "
         f"fixed-size {config.memory} state. {params:,} parameters; the base stays frozen.",
         "",
+        *(
+            [
+                f"A salient store keeps {config.salient} evicted tokens per layer and KV head exactly "
+                f"(chosen by {config.salient_score}).",
+                "",
+            ]
+            if config.salient
+            else []
+        ),  # fmt: skip
         "```python",
         "import ahn",
         "from transformers import AutoModelForCausalLM",

@@ -11,6 +11,11 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--official", required=True, metavar="DIR", help="write the official layout here"
     )
+    parser.add_argument(
+        "--drop-salient",
+        action="store_true",
+        help="export an AHN trained with a salient store without it (the layout has none)",
+    )
 
 
 def run(args) -> int:
@@ -18,9 +23,14 @@ def run(args) -> int:
 
     import ahn
     from ahn.bases import resolve
+    from ahn.integration.augment import runtime_of
 
     model = AutoModelForCausalLM.from_pretrained(resolve(args.base))
     ahn.load(model, args.ahn)
-    path = ahn.export_official(model, args.official)
+    path = ahn.export_official(model, args.official, drop_salient=args.drop_salient)
     print(f"[ahn] wrote {path} (model.safetensors + config.json, official layout)", file=sys.stderr)
+    salient = runtime_of(model).config.salient
+    if salient:
+        print(f"[ahn] the salient store (salient={salient}) was dropped: the official layout "
+              "has none", file=sys.stderr)  # fmt: skip
     return 0

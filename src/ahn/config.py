@@ -14,7 +14,9 @@ SCORE_NAMES = ("surprise", "write_gate", "value_norm")
 
 __all__ = ["MEMORY_TYPES", "MODES", "SCORE_NAMES", "AHNConfig"]
 
-MODES = ("full", "sliding", "ahn")
+# "store": the ablation sinks + salient store + window, the memory's read left out (the memory
+# still runs: the store's scores come from it)
+MODES = ("full", "sliding", "ahn", "store")
 
 
 @dataclass

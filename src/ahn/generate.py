@@ -9,18 +9,27 @@ import time
 from pathlib import Path
 
 from ahn import dtypes
+from ahn.config import MODES
 
 
 def add_model_arguments(parser, mode: bool = True) -> None:
-    """--base / --ahn / [--mode] / --dtype / --device: how every inference command (generate,
-    read, ask, eval) loads a model."""
+    """--base / --ahn / [--mode / --salient] / --dtype / --device: how every inference command
+    (generate, read, ask, eval) loads a model (eval has its own lossless-size flags)."""
     parser.add_argument(
         "--base", required=True, help="base model directory, Hub id, or a name of `ahn fetch-base`"
     )
     parser.add_argument("--ahn", help="AHN directory or Hub id (ahn.save output or official)")
     if mode:
         parser.add_argument(
-            "--mode", choices=("full", "sliding", "ahn"), help="default: ahn with --ahn, else full"
+            "--mode",
+            choices=MODES,
+            help="default: ahn with --ahn, else full (store: ahn without the memory's read)",
+        )
+        parser.add_argument(
+            "--salient",
+            type=int,
+            help="salient store: evicted tokens kept exactly per layer and KV head in mode ahn "
+            "(default: the AHN's own; 0: off)",
         )
     parser.add_argument(
         "--dtype", choices=dtypes.CHOICES, default="auto", help="auto: bf16 where it is fast"
@@ -84,9 +93,13 @@ def load_model(args):
     if mode != "full" and not args.ahn:
         raise ValueError(f"--mode {mode} needs --ahn DIR (the AHN to use)")
     model, tokenizer = load_base(args.base, args.dtype, args.device)
+    if args.salient is not None and not args.ahn:
+        raise ValueError(f"--salient {args.salient} needs --ahn DIR (the store sits beside it)")
     if args.ahn:
         ahn.load(model, args.ahn)
         ahn.set_mode(model, mode)
+        if args.salient is not None:
+            ahn.set_window(model, salient=args.salient)
     return model, tokenizer, mode
 
 

@@ -1,11 +1,11 @@
 """Read once, ask many times: a document's memory (sinks + window + AHN states) as a file.
 
 `read` prefills a document into an `AHNCache`; `save_memory` writes it as one safetensors file
-whose json metadata says what made it (base model, AHN weights, dtype, sinks / window, mode,
-tokenizer, tokens read) and carries a sha256 of every tensor; `load_memory` refuses a file made
+whose json metadata says what made it (base model, AHN weights, dtype, sinks / window / salient
+store, mode, tokenizer, tokens read) and carries a sha256 of every tensor; `load_memory` refuses a file made
 for another setup (naming the field that differs) and a truncated or tampered one. The file's
-size does not grow with the document: it holds at most sinks + window tokens per layer plus
-fixed-size states (layers kept at full attention, `AHNConfig.layers`, do grow).
+size does not grow with the document: it holds at most sinks + salient + window tokens per
+layer plus fixed-size states (layers kept at full attention, `AHNConfig.layers`, do grow).
 """
 
 from __future__ import annotations
@@ -25,13 +25,14 @@ from ahn import atomic
 from ahn.checkpoint import weights_sha256
 from ahn.integration.augment import new_cache, runtime_of
 from ahn.integration.cache import AHNCache, AHNLayer
+from ahn.integration.store import Store
 
 FORMAT = "ahn-memory"
 VERSION = 1
 METADATA_KEY = "ahn_memory"
 AHN_FIELDS = ("keys", "values", "sink_k", "sink_v", "sink_ok", "gates", "state")
 # What must agree between the file and the model it is loaded into, in the order checked.
-CHECKED = ("mode", "dtype", "window", "sinks", "ahn_config", "ahn_weights", "base")
+CHECKED = ("mode", "dtype", "window", "sinks", "salient", "ahn_config", "ahn_weights", "base")
 # Base config fields that change what a cache means (name_or_path is informative only).
 BASE_FIELDS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers",
                "num_attention_heads", "num_key_value_heads", "head_dim", "rope_theta",
@@ -94,6 +95,7 @@ def identity(model: nn.Module, tokenizer=None) -> dict:
         "dtype": str(rt.decoder.layers[0].self_attn.q_proj.weight.dtype).removeprefix("torch."),
         "window": rt.window,
         "sinks": rt.sinks,
+        "salient": rt.salient if rt.mode in ("ahn", "store") else 0,
         "ahn_config": {k: v for k, v in rt.config.to_dict().items() if k != "prefill_chunk"},
         "ahn_weights": weights_sha256(model),
         "base": base_fingerprint(model),
@@ -147,6 +149,9 @@ def save_memory(
             value = getattr(layer, name, None)
             if value is not None:
                 tensors[f"layers.{i}.{name}"] = value.detach().cpu().contiguous()
+        if getattr(layer, "store", None) is not None:
+            for name, value in zip(Store.NAMES, layer.store.tensors(), strict=True):
+                tensors[f"layers.{i}.store.{name}"] = value.detach().cpu().contiguous()
     meta = {
         "format": FORMAT,
         "version": VERSION,
@@ -200,6 +205,9 @@ def load_memory(model: nn.Module, path: str | os.PathLike, tokenizer=None) -> AH
             raise ValueError(f"{path}: layer {i} has no keys")
         values = {n: None if v is None else v.to(device) for n, v in values.items()}
         _restore(layer, values, meta["tokens"])
+        store = [tensors.get(f"layers.{i}.store.{n}") for n in Store.NAMES]
+        if isinstance(layer, AHNLayer) and all(t is not None for t in store):
+            layer.store = Store(*(t.to(device) for t in store))
     cache.continuation_only = True
     return cache
 

@@ -125,3 +125,20 @@ def test_cli_table_and_missing_config(capsys, tmp_path):
         == 2
     )
     assert sorted(MEMORY_TYPES) == ["deltanet", "gated_deltanet", "mamba2"]
+
+
+def test_salient_store_adds_its_keys_and_pairs(shape):
+    from ahn.eval.flops import store_pairs
+
+    # query t >= lossless reads min(G, t + 1 - lossless): lossless 4, G 2, 8 tokens: 1 + 2 + 2 + 2
+    assert store_pairs(8, 4, 2) == 7 and store_pairs(5, 4, 3) == 1 and store_pairs(3, 4, 2) == 0
+    plain = efficiency(shape, length=8192, window=480, sinks=32)
+    stored = efficiency(shape, length=8192, window=480, sinks=32, salient=64)
+    H, D, Hkv, n = shape.n_heads, shape.head_dim, shape.n_kv_heads, shape.n_layers
+    extra_kv = stored["ahn"]["cache_bytes"] - plain["ahn"]["cache_bytes"]
+    assert extra_kv == n * 64 * 2 * Hkv * D * 4
+    extra_flops = stored["ahn"]["model_flops"] - plain["ahn"]["model_flops"]
+    assert extra_flops == 4 * H * D * n * store_pairs(8192, 512, 64)
+    assert stored["sliding"] == plain["sliding"] and stored["inputs"]["salient"] == 64
+    with pytest.raises(ValueError, match="salient"):
+        efficiency(shape, length=10, window=4, sinks=0, salient=-1)

@@ -181,3 +181,24 @@ def test_export_cli(saved_base, tmp_path, ids):
                  "--official", str(out)]) == 0  # fmt: skip
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
     assert torch.equal(ahn.load(make_model(), out)(ids).logits, model(ids).logits)
+
+
+def test_salient_store_saved_loaded_and_refused_by_official_export(saved_base, tmp_path, ids):
+    from ahn.cli import main
+
+    model = make_ahn_model(window=6, sinks=2, salient=3, salient_score="write_gate")
+    ahn.save(model, tmp_path / "ours")
+    loaded = ahn.load(make_model(), tmp_path / "ours")
+    cfg = loaded._ahn_runtime.config
+    assert (cfg.salient, cfg.salient_score) == (3, "write_gate")
+    assert torch.equal(loaded(ids).logits, model(ids).logits)
+    assert "ahn_salient: 3" in (tmp_path / "ours" / "README.md").read_text()
+    with pytest.raises(ValueError, match="salient store"):
+        ahn.export_official(model, tmp_path / "official")
+    assert not (tmp_path / "official").exists()
+    args = ["export", "--base", str(saved_base), "--ahn", str(tmp_path / "ours"),
+            "--official", str(tmp_path / "official")]  # fmt: skip
+    assert main(args) == 2  # refused: one line, no traceback
+    assert main([*args, "--drop-salient"]) == 0
+    dropped = ahn.load(make_model(), tmp_path / "official")
+    assert dropped._ahn_runtime.config.salient == 0

@@ -90,10 +90,11 @@ def test_lm_eval_model_ahn(saved_base, ahn_dir, tasks, monkeypatch):
     assert full == reference
     sliding = _run("ahn", f"{base},ahn={ahn_dir},mode=sliding,window=12,sinks=2", tasks)
     with_ahn = _run("ahn", f"{base},ahn={ahn_dir},mode=ahn,window=12,sinks=2", tasks)
+    stored = _run("ahn", f"{base},ahn={ahn_dir},mode=ahn,window=12,sinks=2,salient=4", tasks)
     rolling = "ahn_tiny_rolling"
-    perplexity = [r[rolling]["word_perplexity,none"] for r in (full, sliding, with_ahn)]
-    assert len(set(perplexity)) == 3  # each mode computed its own (texts exceed the window)
-    for result in (sliding, with_ahn):
+    perplexity = [r[rolling]["word_perplexity,none"] for r in (full, sliding, with_ahn, stored)]
+    assert len(set(perplexity)) == 4  # each mode computed its own (texts exceed the window)
+    for result in (sliding, with_ahn, stored):
         assert set(result) == set(TASKS)
 
 

@@ -25,10 +25,11 @@ def _greedy(model, ids, cache=None, n=8):
     return out[0, -n:].tolist()
 
 
+@pytest.mark.parametrize("salient", [0, 3], ids=["no-store", "store"])
 @pytest.mark.parametrize("memory", ["gated_deltanet", "deltanet", "mamba2"])
 @pytest.mark.parametrize("doc_len", [5, 4 * WINDOW + 3])
-def test_loaded_memory_answers_as_one_go(tmp_path, memory, doc_len):
-    model = _model(memory)
+def test_loaded_memory_answers_as_one_go(tmp_path, memory, doc_len, salient):
+    model = _model(memory, salient=salient)
     doc, questions = _ids(doc_len), [_ids(4, seed=1), _ids(6, seed=2)]
     cache = ahn.read(model, doc)
     ahn.save_memory(cache, tmp_path / "doc.ahnmem", model=model)
@@ -126,3 +127,11 @@ def test_copy_is_independent():
     assert copy.get_seq_length() == 35 and cache.get_seq_length() == 30
     layer = cache.layers[0]
     assert not torch.equal(layer.state, copy.layers[0].state)
+
+
+def test_memory_with_another_store_size_is_refused(tmp_path):
+    model = _model(salient=3)
+    ahn.save_memory(ahn.read(model, _ids(40)), tmp_path / "doc.ahnmem", model=model)
+    ahn.set_window(model, salient=4)
+    with pytest.raises(ValueError, match="another salient"):
+        ahn.load_memory(model, tmp_path / "doc.ahnmem")

@@ -151,3 +151,15 @@ def test_empty_store_has_no_entries():
     store = Store.empty(torch.zeros(2, 3, 0, 4), 5)
     assert store.k.shape == (2, 3, 5, 4) and not store.ok.any()
     assert "surprise" in store_module.SCORES
+
+
+def test_mode_store_is_ahn_without_the_memory_read(ids):
+    model = make_ahn_model(window=5, sinks=2, salient=3)
+    with ahn.mode(model, "store"):
+        store_only = model(ids, use_cache=False).logits
+        torch.testing.assert_close(decode_logits(model, ids, 20, 9)[0], store_only, **TOL)
+    assert (store_only - model(ids).logits).abs().max() > 1e-3  # the memory's read matters
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.ahn.fn.o_proj.weight.zero_()
+    torch.testing.assert_close(model(ids).logits, store_only, **TOL)

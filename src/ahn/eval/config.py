@@ -45,12 +45,14 @@ class EvalConfig:
             `benchmarks.BENCHMARKS` (files in `data`), or "<benchmark>:all" (every dataset of
             the benchmark whose file is in the folder `data`).
         lengths: token budgets (synthetic), piece lengths (nll), truncation lengths (benchmarks).
-        methods: subset of ("full", "sliding", "ahn").
+        methods: subset of `MODES` (default full, sliding, ahn; "store" is the ablation without
+            the memory's read).
         depths: needle depths of the synthetic tasks (0 = start, 1 = end).
         samples: prompts per (synthetic task, length, depth).
         limit: at most this many items per nll length / benchmark dataset (None: all of them,
             as lm-eval without `--limit`).
         window, sinks: override the model's lossless sizes for "sliding" and "ahn".
+        salient: override the salient store's entries per KV head for "ahn" (0: off).
         data: documents for "nll" (.jsonl/.txt/dir), benchmark files, or the essay haystack
             text file of the synthetic tasks that need one.
         max_new_tokens: override every task's generation length.
@@ -71,7 +73,11 @@ class EvalConfig:
         default_factory=lambda: [4096], metadata=opt("e.g. 4k,16k,32768", parse=csv_lengths)
     )
     methods: list[str] = field(
-        default_factory=lambda: list(MODES), metadata=opt("subset of full,sliding,ahn", parse=csv)
+        default_factory=lambda: ["full", "sliding", "ahn"],
+        metadata=opt(
+            "subset of full,sliding,ahn,store (store: the salient store without the memory's read)",
+            parse=csv,
+        ),  # fmt: skip
     )
     depths: list[float] = field(
         default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0],
@@ -84,6 +90,9 @@ class EvalConfig:
     seed: int = field(default=42, metadata=opt("seed of the synthetic prompts"))
     window: int | None = field(default=None, metadata=opt("override the lossless window"))
     sinks: int | None = field(default=None, metadata=opt("override the number of sinks"))
+    salient: int | None = field(
+        default=None, metadata=opt("override the salient store size per KV head (0: off)")
+    )
     data: str | None = field(
         default=None, metadata=opt("documents (nll), benchmark files, or essay haystack")
     )

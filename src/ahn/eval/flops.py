@@ -13,6 +13,9 @@ Conventions (those of the AHN paper's Table 1, derived so that Qwen2.5-3B at L =
   attention's key/value writes, the state update is not counted.
 - Cache: keys and values of every layer with the model's KV (GQA) heads, plus one `D x D`
   state per query head per augmented layer, `bytes_per_element` (4) bytes each; GB = 1e9 bytes.
+- The salient store (ours, `salient` = G): each query also attends the `min(G, evicted)` stored
+  tokens (counted as attention pairs), and the cache holds their keys and values (their slots
+  and scores, 13 bytes per entry, are left out like the window's positions).
 """
 
 from __future__ import annotations
@@ -104,16 +107,23 @@ def causal_pairs(length: int, lossless: int | None = None) -> int:
     return lossless * (lossless + 1) // 2 + (length - lossless) * lossless
 
 
-def _method(shape: ModelShape, length, lossless, layers, extra_params, reads, bytes_per_element):
-    """FLOPs and cache of one method; `layers` of the model use `lossless` keys, others all."""
+def store_pairs(length: int, lossless: int, salient: int) -> int:
+    """(query, stored key) pairs: query t >= lossless reads min(G, t + 1 - lossless) tokens."""
+    m, G = max(0, length - lossless), salient
+    return m * (m + 1) // 2 if m <= G else G * (G + 1) // 2 + (m - G) * G
+
+
+def _method(shape, length, lossless, layers, extra_params, reads, bytes_per_element, salient=0):
+    """FLOPs and cache of one method; `layers` of the model use `lossless` keys (plus the
+    salient store's), others all."""
     H, D, n = shape.n_heads, shape.head_dim, shape.n_layers
     linear = 2 * (shape.matmul_parameters + extra_params) * length
-    attention = (
-        4 * H * D * (layers * causal_pairs(length, lossless) + (n - layers) * causal_pairs(length))
-    )
+    windowed_pairs = causal_pairs(length, lossless) + store_pairs(length, lossless, salient)
+    attention = 4 * H * D * (layers * windowed_pairs + (n - layers) * causal_pairs(length))
     memory = 2 * H * D * D * layers * reads
     kv_per_token = 2 * shape.n_kv_heads * D * bytes_per_element
-    kv = kv_per_token * (layers * min(length, lossless) + (n - layers) * length)
+    stored = min(salient, max(0, length - lossless))
+    kv = kv_per_token * (layers * (min(length, lossless) + stored) + (n - layers) * length)
     state = H * D * D * bytes_per_element * layers if extra_params else 0
     return {
         "model_flops": linear + attention + memory,
@@ -136,6 +146,7 @@ def efficiency(
     memory: str = "gated_deltanet",
     layers: list[int] | None = None,
     bytes_per_element: int = 4,
+    salient: int = 0,
 ) -> dict:
     """FLOPs and cache bytes of `full`, `sliding` (sinks + window) and `ahn` for one sequence.
 
@@ -146,6 +157,7 @@ def efficiency(
         window, sinks: the lossless sizes; `memory`: one of `MEMORY_TYPES`.
         layers: augmented layer indices (`None`: all); the others keep full attention.
         bytes_per_element: bytes of one cached number (the paper uses 4).
+        salient: salient store entries per layer and KV head of the `ahn` method (0: off).
 
     Returns:
         {"full": {...}, "sliding": {...}, "ahn": {...}, "reduction": {...}, "inputs": {...}},
@@ -153,7 +165,9 @@ def efficiency(
         1 - ahn / full for both.
     """
     parameters = rule(memory).parameters
-    for name, value, minimum in (("length", length, 1), ("window", window, 1), ("sinks", sinks, 0)):
+    checked = (("length", length, 1), ("window", window, 1), ("sinks", sinks, 0),
+               ("salient", salient, 0))  # fmt: skip
+    for name, value, minimum in checked:
         if not isinstance(value, int) or value < minimum:
             raise ValueError(f"{name}={value!r} must be an integer >= {minimum}")
     if isinstance(config, (str, Path)):
@@ -166,7 +180,7 @@ def efficiency(
     args = (bytes_per_element,)
     full = _method(shape, length, lossless, 0, 0, 0, *args)
     sliding = _method(shape, length, lossless, n_aug, 0, 0, *args)
-    ahn = _method(shape, length, lossless, n_aug, ahn_params, reads, *args)
+    ahn = _method(shape, length, lossless, n_aug, ahn_params, reads, *args, salient)
     ahn["breakdown"]["ahn_parameters"] = ahn_params
     return {
         "full": full,
@@ -177,6 +191,7 @@ def efficiency(
             "length": length,
             "window": window,
             "sinks": sinks,
+            "salient": salient,
             "memory": memory,
             "layers": layers,
             "bytes_per_element": bytes_per_element,
@@ -191,9 +206,10 @@ def format_table(report: dict) -> str:
     for method in ("full", "sliding", "ahn"):
         row = report[method]
         lines.append(f"| {method} | {row['model_flops']:.3g} | {row['cache_bytes'] / 1e9:.3g} GB |")
-    reduction = report["reduction"]
+    reduction, salient = report["reduction"], report["inputs"].get("salient", 0)
+    label = f"AHN + store of {salient}" if salient else "AHN"
     lines.append(
-        f"\nAHN vs full: FLOPs -{100 * reduction['model_flops']:.1f}%, "
+        f"\n{label} vs full: FLOPs -{100 * reduction['model_flops']:.1f}%, "
         f"cache -{100 * reduction['cache_bytes']:.1f}%"
     )
     return "\n".join(lines)
@@ -214,6 +230,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", required=True, type=int)
     parser.add_argument("--sinks", required=True, type=int)
     parser.add_argument("--memory", default="gated_deltanet", choices=MEMORY_TYPES)
+    parser.add_argument(
+        "--salient", type=int, default=0, help="salient store entries per layer and KV head"
+    )
     parser.add_argument("--bytes-per-element", type=int, default=4)
     parser.add_argument("--json", action="store_true", help="print the full report as json")
 
@@ -226,6 +245,7 @@ def run(args: argparse.Namespace) -> int:
         sinks=args.sinks,
         memory=args.memory,
         bytes_per_element=args.bytes_per_element,
+        salient=args.salient,
     )
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0

@@ -1,6 +1,6 @@
 """lm-evaluation-harness model `ahn`: any lm-eval task in full / sliding / ahn mode.
 
-    lm_eval --model ahn --model_args pretrained=DIR,ahn=DIR,mode=ahn,window=480,sinks=32 ...
+    lm_eval --model ahn --model_args pretrained=DIR,ahn=DIR,mode=ahn,window=480,sinks=32,salient=64
 
 `AHNLM` is lm-eval's own `HFLM` (its batching, padding, loglikelihood / loglikelihood_rolling /
 generate_until) over a base model augmented with `ahn.load`; `mode=full` is the base model
@@ -26,7 +26,8 @@ from ahn.config import MODES
 @register_model("ahn")
 class AHNLM(HFLM):
     """`HFLM` with an AHN: `ahn` (an AHN directory or Hub id), `mode` (full / sliding / ahn),
-    `window` / `sinks` (default: the AHN's own); every other argument is `HFLM`'s."""
+    `window` / `sinks` / `salient` (the salient store; default: the AHN's own); every other
+    argument is `HFLM`'s."""
 
     def __init__(
         self,
@@ -35,6 +36,7 @@ class AHNLM(HFLM):
         mode: str = "ahn",
         window: int | None = None,
         sinks: int | None = None,
+        salient: int | None = None,
         **kwargs,
     ) -> None:
         import ahn as ahn_lib
@@ -42,14 +44,16 @@ class AHNLM(HFLM):
 
         if mode not in MODES:
             raise ValueError(f"mode={mode!r} is not one of {MODES}")
-        if ahn is None and (mode != "full" or window is not None or sinks is not None):
-            raise ValueError(f"mode={mode} / window / sinks need ahn=DIR (the AHN to use)")
+        sizes = (window, sinks, salient)
+        if ahn is None and (mode != "full" or any(x is not None for x in sizes)):
+            raise ValueError(f"mode={mode} / window / sinks / salient need ahn=DIR (the AHN)")
         if isinstance(pretrained, str):
             pretrained = resolve(pretrained)
         super().__init__(pretrained=pretrained, **kwargs)
         if ahn is not None:
             ahn_lib.load(self.model, ahn)
-            ahn_lib.set_window(self.model, _int(window, "window"), _int(sinks, "sinks"))
+            names = ("window", "sinks", "salient")
+            ahn_lib.set_window(self.model, *(_int(x, n) for x, n in zip(sizes, names)))
             ahn_lib.set_mode(self.model, mode)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from ahn import atomic
 
-METHOD_ORDER = ("full", "sliding", "ahn")
+METHOD_ORDER = ("full", "sliding", "ahn", "store")
 
 
 def _mean(values: list[float]) -> float:

@@ -296,18 +296,22 @@ def evaluate(model, tokenizer, config: EvalConfig, output_dir: str | Path, progr
     rt = runtime_of(model)
     window = rt.window if config.window is None else config.window
     sinks = rt.sinks if config.sinks is None else config.sinks
+    salient = rt.salient if config.salient is None else config.salient
     model.eval()
     items = list(_items(model, tokenizer, config, sinks + window))
     wanted: list[str] = []
     bar = tqdm(total=len(items) * len(config.methods), disable=not progress, desc="ahn eval")
-    with ahn.window(model, window=window, sinks=sinks), path.open("a", encoding="utf-8") as f:
+    sizes = ahn.window(model, window=window, sinks=sinks, salient=salient)
+    with sizes, path.open("a", encoding="utf-8") as f:
         for ident, job in items:
             for method in config.methods:
-                key = _key(*ident.values(), method, window, sinks)
+                # the store changes "ahn" and "store" only: other keys keep earlier runs
+                store = salient if method in ("ahn", "store") and salient else ()
+                key = _key(*ident.values(), method, window, sinks, *([store] if store else []))
                 if key not in records:
                     record = {"key": key, **ident, "method": method, **job(method)}
                     records[key] = {**record, "window": window, "sinks": sinks, "run": run_key,
-                                    "identity": identity}  # fmt: skip
+                                    "salient": salient, "identity": identity}  # fmt: skip
                     f.write(json.dumps(records[key], ensure_ascii=False) + "\n")
                     f.flush()
                 wanted.append(key)

@@ -38,6 +38,7 @@ class LayerContext:
     windowed: bool  # False for layers kept at full attention
     salient: int = 0  # salient store entries per KV head (0 when off or the memory is off)
     score: str = "surprise"  # the store's score, a name of `ahn.integration.store.SCORES`
+    read_memory: bool = True  # False in mode "store": the memory runs, its read is left out
 
 
 def ahn_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -88,7 +89,7 @@ def windowed_step(q, k_new, v_new, ctx: LayerContext, scaling):
         out, store = lossless_attention(q, view, ctx, scaling), None  # [B, C, H, D]
     else:
         out, store = store_attention(q, view, ctx, scaling, scores)
-    if mem is not None:
+    if mem is not None and ctx.read_memory:
         if mem.shape[1] == out.shape[1]:
             out = out + mem
         else:

@@ -176,7 +176,8 @@ def runtime_of(model: nn.Module) -> Runtime:
 
 
 def set_mode(model: nn.Module, name: str) -> None:
-    """Switch to "full" (the base model), "sliding" (sinks + window) or "ahn"."""
+    """Switch to "full" (the base model), "sliding" (sinks + window), "ahn" (sinks + salient
+    store + window + memory) or "store" (the ablation: "ahn" without the memory's read)."""
     if name not in MODES:
         raise ValueError(f"mode {name!r} is not one of {MODES}")
     rt = runtime_of(model)
@@ -438,14 +439,14 @@ def _attention_pre_hook(attn, args, kwargs):
     pad = (
         rt.pad if rt.pad is not None else torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
     )
-    memory = rt.decoder.layers[index].ahn.fn if windowed and rt.mode == "ahn" else None
+    memory = rt.decoder.layers[index].ahn.fn if windowed and rt.mode in ("ahn", "store") else None
     cache_layer = (
         cache.layers[index] if isinstance(cache, Cache) and index < len(cache.layers) else None
     )
     salient = rt.salient if memory is not None else 0
     attn._ahn_context = LayerContext(
         x, cache_layer, pad, rt.pad_max, rt.window, rt.sinks, memory, windowed, salient,
-        rt.config.salient_score,
+        rt.config.salient_score, rt.mode == "ahn",
     )  # fmt: skip
     return None
 

@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ahn import dtypes
-from ahn.config import MEMORY_TYPES, AHNConfig
+from ahn.config import MEMORY_TYPES, SCORE_NAMES, AHNConfig
 from ahn.flags import opt
 
 # --loss name -> (weight of KL(teacher || student), weight of the student's CE)
@@ -37,6 +37,13 @@ class TrainConfig:
     sinks: int = field(default=128, metadata=opt("inference sinks saved with the result"))
     layers: list[int] | None = field(
         default=None, metadata=opt("decoder layers to augment (default: all)")
+    )
+    salient: int = field(
+        default=0,
+        metadata=opt("salient store: evicted tokens kept exactly per layer and KV head (0: off)"),
+    )
+    salient_score: str = field(
+        default="surprise", metadata=opt("how the store ranks evicted tokens", choices=SCORE_NAMES)
     )
     init_ahn: str | None = field(
         default=None,
@@ -129,7 +136,12 @@ class TrainConfig:
     def ahn_config(self) -> AHNConfig:
         """The `AHNConfig` saved with the result (the inference window and sinks)."""
         return AHNConfig(
-            memory=self.memory, window=self.window, sinks=self.sinks, layers=self.layers
+            memory=self.memory,
+            window=self.window,
+            sinks=self.sinks,
+            layers=self.layers,
+            salient=self.salient,
+            salient_score=self.salient_score,
         )
 
     def to_dict(self) -> dict:
