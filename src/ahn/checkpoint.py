@@ -120,8 +120,8 @@ def model_card(config: AHNConfig, base: str, tensors: dict, training: dict | Non
         "",
         *(
             [
-                f"A salient store keeps {config.salient} evicted tokens per layer and KV head exactly "
-                f"(chosen by {config.salient_score}).",
+                f"A salient store keeps {config.salient} evicted tokens per layer and KV head "
+                f"exactly (chosen by {config.salient_score}).",
                 "",
             ]
             if config.salient

@@ -53,7 +53,7 @@ class AHNLM(HFLM):
         if ahn is not None:
             ahn_lib.load(self.model, ahn)
             names = ("window", "sinks", "salient")
-            ahn_lib.set_window(self.model, *(_int(x, n) for x, n in zip(sizes, names)))
+            ahn_lib.set_window(self.model, *(_int(x, n) for x, n in zip(sizes, names, strict=True)))
             ahn_lib.set_mode(self.model, mode)
 
 
