@@ -4,8 +4,9 @@
 whose json metadata says what made it (base model, AHN weights, dtype, sinks / window / salient
 store, mode, tokenizer, tokens read) and carries a sha256 of every tensor; `load_memory`
 refuses a file made for another setup (naming the field that differs) and a truncated or
-tampered one. The file's size does not grow with the document: it holds at most sinks + salient + window tokens per
-layer plus fixed-size states (layers kept at full attention, `AHNConfig.layers`, do grow).
+tampered one. The file's size does not grow with the document: it holds at most sinks +
+salient + window tokens per layer plus fixed-size states (layers kept at full attention,
+`AHNConfig.layers`, do grow).
 """
 
 from __future__ import annotations
