@@ -10,7 +10,7 @@ from pathlib import Path
 from ahn.registry import MEMORY_TYPES, rule
 
 # The salient store's scores (ahn.integration.store.SCORES, named here without importing torch).
-SCORE_NAMES = ("surprise", "write_gate", "value_norm")
+SCORE_NAMES = ("novelty", "surprise", "write_gate", "value_norm")
 
 __all__ = ["MEMORY_TYPES", "MODES", "SCORE_NAMES", "AHNConfig"]
 

@@ -31,7 +31,7 @@ from ahn.integration.store import Store
 FORMAT = "ahn-memory"
 VERSION = 1
 METADATA_KEY = "ahn_memory"
-AHN_FIELDS = ("keys", "values", "sink_k", "sink_v", "sink_ok", "gates", "state")
+AHN_FIELDS = AHNLayer.NAMES
 # What must agree between the file and the model it is loaded into, in the order checked.
 CHECKED = ("mode", "dtype", "window", "sinks", "salient", "ahn_config", "ahn_weights", "base")
 # Base config fields that change what a cache means (name_or_path is informative only).

@@ -24,7 +24,7 @@ GRID = [
 ]
 
 
-@pytest.mark.parametrize("score", ["surprise", "write_gate"])
+@pytest.mark.parametrize("score", ["novelty", "surprise", "write_gate"])
 @pytest.mark.parametrize("memory", ahn.MEMORY_TYPES)
 @pytest.mark.parametrize("sinks, window, salient, chunk, split", GRID)
 def test_parallel_chunked_decode_agree(memory, score, sinks, window, salient, chunk, split, ids):
@@ -163,3 +163,31 @@ def test_mode_store_is_ahn_without_the_memory_read(ids):
         for layer in model.model.layers:
             layer.ahn.fn.o_proj.weight.zero_()
     torch.testing.assert_close(model(ids).logits, store_only, **TOL)
+
+
+def test_novelty_is_the_decay_free_delta_rule_error():
+    """The novelty score by its definition: N_0 = 0, e_j = v_j - N_{j-1}^T k_j (k normalised),
+    N_j = N_{j-1} + k_j e_j^T; score ||e_j||; tokens not absorbed leave N unchanged."""
+    from ahn.integration.store import Evicted, novelty
+    from ahn.ops import l2norm
+
+    gen = torch.Generator().manual_seed(42)
+    B, Hkv, n, D = 2, 3, 37, 8
+    k, v = torch.randn(B, Hkv, n, D, generator=gen), torch.randn(B, Hkv, n, D, generator=gen)
+    absorb = torch.ones(B, n, dtype=torch.bool)
+    absorb[1, :5] = False
+    scores, state = novelty(Evicted(k, v, None, None, absorb, None))
+    N = torch.zeros(B, Hkv, D, D, dtype=torch.float64)
+    for j in range(n):
+        kj = l2norm(k[:, :, j].double())
+        e = v[:, :, j].double() - torch.einsum("bhkv,bhk->bhv", N, kj)
+        N = N + torch.einsum("bhk,bhv->bhkv", kj, e) * absorb[:, j, None, None, None]
+        want = e.norm(dim=-1) * absorb[:, j, None]  # 0 where not absorbed (never stored)
+        torch.testing.assert_close(scores[:, :, j].double(), want, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(state.double(), N, rtol=1e-4, atol=1e-4)
+    # within its capacity (fewer tokens than dimensions) a repeat is far less novel
+    few_k, few_v = k[..., :4, :].repeat(1, 1, 1, 2), v[..., :4, :].repeat(1, 1, 1, 2)
+    few_k, few_v = few_k.view(B, Hkv, 4, 2 * D), few_v.view(B, Hkv, 4, 2 * D)
+    few, seen = novelty(Evicted(few_k, few_v, None, None, None, None))
+    again, _ = novelty(Evicted(few_k, few_v, None, None, None, seen))
+    assert again.mean() < 0.5 * few.mean()

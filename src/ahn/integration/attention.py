@@ -82,9 +82,9 @@ def windowed_step(q, k_new, v_new, ctx: LayerContext, scaling):
     if ctx.memory is not None:
         gates_new, out_gate = ctx.memory.project(ctx.x)  # logits [B, C, H, G], [B, C, H]
     view = layer.view(k_new, v_new, gates_new, ctx.pad, ctx.salient)
-    state, mem, scores = layer.state, None, None
+    state, mem, scores, score_state = layer.state, None, None, layer.score_state
     if ctx.memory is not None:  # first: the store ranks evicted tokens by what the memory saw
-        mem, state, scores = memory_read(q, view, ctx, layer.state, out_gate)
+        mem, state, scores, score_state = memory_read(q, view, ctx, layer, out_gate)
     if view.store is None:
         out, store = lossless_attention(q, view, ctx, scaling), None  # [B, C, H, D]
     else:
@@ -97,7 +97,7 @@ def windowed_step(q, k_new, v_new, ctx: LayerContext, scaling):
                 [out[:, : out.shape[1] - mem.shape[1]], out[:, -mem.shape[1] :] + mem], 1
             )
     if isinstance(ctx.cache_layer, AHNLayer):
-        layer.commit(view, q.shape[-2], state, store)
+        layer.commit(view, q.shape[-2], state, store, score_state)
     return out
 
 
@@ -206,18 +206,18 @@ def _let_padding_attend_itself(ok, q_slot, k_slot, pad):
     return ok | (q_is_pad & (k_slot[None, None, :] == q_slot[None, :, None]))
 
 
-def memory_read(q, view: LosslessView, ctx: LayerContext, state, out_gate):
+def memory_read(q, view: LosslessView, ctx: LayerContext, layer: AHNLayer, out_gate):
     """Absorb the tokens leaving the window during this chunk and read the memory.
 
     Token at slot u leaves the window when query slot u + W arrives: the evicted slots pair
     one-to-one with the last `n` queries of the chunk. Returns (out [B, n, H, D] or None,
     state, the evicted tokens' store scores [B, Hkv, n] (-inf: never stored) or None when the
-    store is off or nothing is evicted).
+    store is off or nothing is evicted, the score's own state).
     """
-    C = q.shape[-2]
+    C, state, score_state = q.shape[-2], layer.state, layer.score_state
     n = max(0, view.k_loc.shape[-2] - ctx.window)  # <= C since at most W slots were stored
     if n == 0:
-        return None, state, None
+        return None, state, None, score_state
     k, v = view.k_loc[..., :n, :], view.v_loc[..., :n, :]  # [B, Hkv, n, D]
     z = view.gates_loc[:, :n]  # [B, n, H, G] write-gate logits
     rank = score(ctx.score) if ctx.salient else None
@@ -228,7 +228,7 @@ def memory_read(q, view: LosslessView, ctx: LayerContext, state, out_gate):
         absorb = (slots[None, :] - ctx.pad[:, None]) >= ctx.sinks
         if not bool(absorb.any()):  # only sinks and padding left: the memory is still empty
             never = None if rank is None else q.new_full((q.shape[0], k.shape[1], n), -torch.inf)
-            return None, state, never
+            return None, state, never, score_state
     if absorb is None and C == 1:  # decoding
         mem, state, *s = ctx.memory.step(q, k, v, z, state, out_gate, surprise)
     else:
@@ -242,9 +242,10 @@ def memory_read(q, view: LosslessView, ctx: LayerContext, state, out_gate):
                                         state, surprise)  # fmt: skip
         mem = ctx.memory.readout(r, out_gate[:, C - n :])
     if rank is None:
-        return mem, state, None
-    evicted = Evicted(k, v, lambda: ctx.memory.gates(z), s[0] if s else None)
-    scores = rank.fn(evicted)  # [B, Hkv, n]
+        return mem, state, None, score_state
+    evicted = Evicted(k, v, lambda: ctx.memory.gates(z), s[0] if s else None, absorb, score_state)
+    with torch.no_grad():  # the selection is discrete: no gradient flows through a score
+        scores, score_state = rank.fn(evicted)  # [B, Hkv, n]
     if absorb is not None:
         scores = scores.masked_fill(~absorb[:, None, :], -torch.inf)
-    return mem, state, scores
+    return mem, state, scores, score_state

@@ -85,6 +85,7 @@ class AHNLayer(ReadsLossless, CacheLayerMixin):
         self.gates: torch.Tensor | None = None  # [B, w, H, G] write-gate logits
         self.state: torch.Tensor | None = None  # [B, H, D, D] float32
         self.store: Store | None = None  # the salient store, once the memory has used it
+        self.score_state: torch.Tensor | None = None  # the store score's own state, if any
 
     def lazy_initialization(self, key_states, value_states) -> None:
         B, Hkv, _, D = key_states.shape
@@ -124,9 +125,9 @@ class AHNLayer(ReadsLossless, CacheLayerMixin):
             (self.store or Store.empty(k_new, salient)) if salient else None,
         )
 
-    def commit(self, view, new_tokens: int, state, store: Store | None = None) -> None:
-        """Keep the sinks, the last `window` slots (with their gates), the memory state and the
-        salient store."""
+    def commit(self, view, new_tokens: int, state, store=None, score_state=None) -> None:
+        """Keep the sinks, the last `window` slots (with their gates), the memory state, the
+        salient store and its score's state."""
         keep = min(self.window, view.k_loc.shape[-2])
         self.sink_k, self.sink_v, self.sink_ok = view.sink_k, view.sink_v, view.sink_ok
         self.keys = view.k_loc[..., -keep:, :].contiguous()
@@ -134,6 +135,7 @@ class AHNLayer(ReadsLossless, CacheLayerMixin):
         self.gates = None if view.gates_loc is None else view.gates_loc[:, -keep:].contiguous()
         self.state = state
         self.store = store if store is not None else self.store
+        self.score_state = score_state if score_state is not None else self.score_state
         self.seen += new_tokens
 
     def get_seq_length(self) -> int:
@@ -158,13 +160,15 @@ class AHNLayer(ReadsLossless, CacheLayerMixin):
     def batch_repeat_interleave(self, repeats: int) -> None:
         self._map_batch(lambda t: t.repeat_interleave(repeats, dim=0))
 
+    NAMES = ("keys", "values", "sink_k", "sink_v", "sink_ok", "gates", "state", "score_state")
+
     def tensors(self) -> list[torch.Tensor]:
-        names = ("keys", "values", "sink_k", "sink_v", "sink_ok", "gates", "state")
+        names = self.NAMES
         held = [t for t in (getattr(self, n) for n in names) if t is not None]
         return held + ([] if self.store is None else self.store.tensors())
 
     def _map_batch(self, fn) -> None:
-        for name in ("keys", "values", "sink_k", "sink_v", "sink_ok", "gates", "state"):
+        for name in self.NAMES:
             tensor = getattr(self, name)
             if tensor is not None:
                 setattr(self, name, fn(tensor))

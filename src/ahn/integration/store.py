@@ -32,6 +32,8 @@ class Evicted:
     v: torch.Tensor  # [B, Hkv, n, D]
     gates: Callable[[], torch.Tensor]  # () -> [B, n, H, num_gates] the memory's write gates
     surprise: torch.Tensor | None  # [B, n, H] the memory's write error, when the score asks
+    absorb: torch.Tensor | None  # [B, n] bool: regular tokens (None: all of them)
+    state: torch.Tensor | None  # the score's own state before these tokens (stateful scores)
 
 
 def per_kv_head(x: torch.Tensor, kv_heads: int) -> torch.Tensor:
@@ -40,20 +42,42 @@ def per_kv_head(x: torch.Tensor, kv_heads: int) -> torch.Tensor:
     return x.float().view(B, n, kv_heads, H // kv_heads).sum(-1).transpose(1, 2)
 
 
+def novelty(e: Evicted) -> tuple[torch.Tensor, torch.Tensor]:
+    """`||v_j - N_{j-1}^T k_j||` per KV head, N a parameter-free delta rule (beta 1, no decay)
+    over the evicted tokens' own normalised keys and values: what the whole evicted past, not
+    the memory's decaying state, could not predict. Returns (scores [B, Hkv, n], N after them
+    [B, Hkv, D, D] float32)."""
+    from ahn.ops import chunk_delta_rule
+
+    k, v = e.k.transpose(1, 2), e.v.transpose(1, 2)  # [B, n, Hkv, D]
+    beta = k.new_ones(k.shape[:3])
+    if e.absorb is not None:
+        beta = beta * e.absorb[:, :, None]
+    _, state, u = chunk_delta_rule(q=k, k=k, v=v, beta=beta, initial_state=e.state,
+                                   output_final_state=True, use_qk_l2norm_in_kernel=True,
+                                   output_write_norm=True)  # fmt: skip
+    return u.transpose(1, 2), state
+
+
 @dataclass(frozen=True)
 class Score:
-    """A salience score: `fn(evicted) -> [B, Hkv, n]`; `surprise`: it needs the memory's error."""
+    """A salience score: `fn(evicted) -> ([B, Hkv, n], the score's state or None)`.
 
-    fn: Callable[[Evicted], torch.Tensor]
+    `surprise`: it needs the memory's write error; `stateful`: it keeps a state of its own
+    (per layer, in the cache beside the store)."""
+
+    fn: Callable[[Evicted], tuple[torch.Tensor, torch.Tensor | None]]
     surprise: bool = False
+    stateful: bool = False
 
 
 SCORES: dict[str, Score] = {
+    "novelty": Score(novelty, stateful=True),
     # beta_j ||v_j - exp(g_j) M_{j-1}^T k_j||: what the memory's write could not predict
-    "surprise": Score(lambda e: per_kv_head(e.surprise, e.k.shape[1]), surprise=True),
+    "surprise": Score(lambda e: (per_kv_head(e.surprise, e.k.shape[1]), None), surprise=True),
     # the memory's own write strength (beta, or Mamba2's dt)
-    "write_gate": Score(lambda e: per_kv_head(e.gates()[..., 0], e.k.shape[1])),
-    "value_norm": Score(lambda e: torch.linalg.vector_norm(e.v.float(), dim=-1)),
+    "write_gate": Score(lambda e: (per_kv_head(e.gates()[..., 0], e.k.shape[1]), None)),
+    "value_norm": Score(lambda e: (torch.linalg.vector_norm(e.v.float(), dim=-1), None)),
 }
 assert tuple(SCORES) == SCORE_NAMES  # the torch-free list the config validates against
 
