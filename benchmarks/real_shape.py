@@ -8,7 +8,8 @@ Three parts, each measured side by side in this one run:
              + AdamW) at 2 x 1,024 and 1 x 4,096 tokens against one teacher forward of the same
              batch and against the floor; then where the step's time goes (torch.profiler,
              self time per op)
-  inference  prefill and decode per method (full / sliding / ahn, window 480 + 32 sinks) at
+  inference  prefill and decode per method (full / sliding / ahn / ahn+store: AHN with a
+             salient store of --salient tokens per layer and KV head; window 480 + 32 sinks) at
              2k / 8k (and 32k with --lengths), each in a fresh process for its peak RSS; then
              where sliding's and AHN's time goes at the first length (torch.profiler: time per
              region of the windowed layers, and the ops whose self time AHN adds)
@@ -39,7 +40,7 @@ SHAPE = dict(
     head_dim=64,
     vocab_size=49152,
 )
-METHODS = ("full", "sliding", "ahn")
+METHODS = ("full", "sliding", "ahn", "ahn+store")
 
 
 def parse_args(argv=None):
@@ -54,6 +55,8 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=2, help="timed train steps after a warm-up")
     parser.add_argument("--window", type=int, default=480)
     parser.add_argument("--sinks", type=int, default=32)
+    parser.add_argument("--salient", type=int, default=64, help="store size of ahn+store")
+    parser.add_argument("--salient-score", default="novelty", help="store score of ahn+store")
     parser.add_argument("--layers", type=int, help="fewer layers (a quick smoke run)")
     parser.add_argument("--json", help="also write every figure to this file")
     parser.add_argument("--no-breakdown", action="store_true", help="skip the inference profile")
@@ -80,7 +83,8 @@ def build_model(args):
         config = LlamaConfig(**shape, tie_word_embeddings=True, max_position_embeddings=1 << 16)
         model = LlamaForCausalLM(config).to(dtype)
     model.eval()
-    ahn.augment(model, ahn.AHNConfig(window=args.window, sinks=args.sinks))
+    config = ahn.AHNConfig(window=args.window, sinks=args.sinks, salient_score=args.salient_score)
+    ahn.augment(model, config)
     with torch.no_grad():
         for _, p in ahn.trainable_parameters(model):
             p.normal_(0.0, 0.02)
@@ -235,7 +239,12 @@ def inference_worker(args) -> dict:
     ids = torch.randint(
         0, model.config.vocab_size, (1, int(length)), generator=torch.Generator().manual_seed(0)
     )
-    with torch.no_grad(), ahn.mode(model, method):
+    salient = args.salient if method == "ahn+store" else 0
+    with (
+        torch.no_grad(),
+        ahn.mode(model, method.removesuffix("+store")),
+        ahn.window(model, salient=salient),
+    ):
         cache = ahn.new_cache(model) if method != "full" else None
         start = time.perf_counter()
         out = model(ids, cache=cache, use_cache=True, logits_to_keep=1)
@@ -384,6 +393,8 @@ def inference_part(args, report):
     for name, num, den, key in [
         ("ahn / sliding prefill", "ahn", "sliding", "prefill_s"),
         ("ahn / sliding decode", "ahn", "sliding", "decode_ms"),
+        ("ahn+store / sliding prefill", "ahn+store", "sliding", "prefill_s"),
+        ("ahn+store / sliding decode", "ahn+store", "sliding", "decode_ms"),
         ("ahn / full prefill", "ahn", "full", "prefill_s"),
         ("ahn / full decode", "ahn", "full", "decode_ms"),
     ]:

@@ -43,7 +43,7 @@ class AHNConfig:
     prefill_chunk: int = 4096
     norm_eps: float = 1e-5
     salient: int = 0
-    salient_score: str = "surprise"
+    salient_score: str = "novelty"
 
     def __post_init__(self) -> None:
         rule(self.memory)  # a clear error for an unknown rule

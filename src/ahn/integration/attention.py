@@ -37,7 +37,7 @@ class LayerContext:
     memory: object | None  # the layer's MemoryModule when the memory is on, else None
     windowed: bool  # False for layers kept at full attention
     salient: int = 0  # salient store entries per KV head (0 when off or the memory is off)
-    score: str = "surprise"  # the store's score, a name of `ahn.integration.store.SCORES`
+    score: str = "novelty"  # the store's score, a name of `ahn.integration.store.SCORES`
     read_memory: bool = True  # False in mode "store": the memory runs, its read is left out
 
 

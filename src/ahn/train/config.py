@@ -43,7 +43,7 @@ class TrainConfig:
         metadata=opt("salient store: evicted tokens kept exactly per layer and KV head (0: off)"),
     )
     salient_score: str = field(
-        default="surprise", metadata=opt("how the store ranks evicted tokens", choices=SCORE_NAMES)
+        default="novelty", metadata=opt("how the store ranks evicted tokens", choices=SCORE_NAMES)
     )
     init_ahn: str | None = field(
         default=None,
