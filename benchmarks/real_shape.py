@@ -51,6 +51,7 @@ def parse_args(argv=None):
     parser.add_argument("--real", action="store_true", help="the cached SmolLM2 weights")
     parser.add_argument("--batches", default="2x1024,1x4096", help="train batches BxT")
     parser.add_argument("--lengths", default="2048,8192", help="inference lengths")
+    parser.add_argument("--methods", default=",".join(METHODS), help="inference methods")
     parser.add_argument("--decode-tokens", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=2, help="timed train steps after a warm-up")
     parser.add_argument("--window", type=int, default=480)
@@ -376,7 +377,7 @@ def inference_part(args, report):
     )
     requested = [int(n) for n in args.lengths.split(",")]
     for length in requested:
-        for method in METHODS:
+        for method in args.methods.split(","):
             row = run_worker(f"{method}:{length}")
             if isinstance(row, str):
                 print(f"| {length} | {method} | failed: {row} |")
