@@ -1,11 +1,13 @@
 """`ahn demo`: the shipped AHN on a real pretrained LLM (SmolLM2-135M-Instruct), on held-out text.
 
-Fetches and converts the base once (`ahn fetch-base`, cached), loads the AHN trained for it
-(`src/ahn/assets/smollm2-135m-instruct-gdn/`, recipe in docs/smollm2.md), then compares full /
-sliding / ahn at the same sinks + window with the evaluation harness (`ahn.eval`): next-token NLL
-by position on held-out standard-library documents, passkey retrieval beyond the window, one
-chat answer per method about a fact stated beyond the window, cache bytes, FLOPs and tokens/s.
-Writes `OUTPUT/report.{json,md}`, the harness's files and plots under `OUTPUT/eval/`.
+Fetches and converts the base once (`ahn fetch-base`, cached), loads the AHN trained for it with
+a salient store of 64 tokens per layer and KV head in place
+(`src/ahn/assets/smollm2-135m-instruct-gdn-store/`, recipe in docs/smollm2.md), then compares
+full / sliding / ahn (+ store) at the same sinks + window with the evaluation harness
+(`ahn.eval`): next-token NLL by position on held-out standard-library documents, passkey
+retrieval beyond the window, one chat answer per method about a fact stated beyond the window,
+cache bytes, FLOPs and tokens/s. Writes `OUTPUT/report.{json,md}`, the harness's files and
+plots under `OUTPUT/eval/`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from ahn import atomic
 from ahn.flags import add_dataclass_arguments, from_args, opt
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
-SHIPPED_AHN = ASSETS / "smollm2-135m-instruct-gdn"
+SHIPPED_AHN = ASSETS / "smollm2-135m-instruct-gdn-store"
 METHODS = ("full", "sliding", "ahn")
 
 
