@@ -221,3 +221,18 @@ def test_init_ahn_starts_from_a_saved_ahn(tmp_path):
     model, _ = prepare_model(config, DistEnv(device=torch.device("cpu")), sharp_base(), None)
     for name, value in ahn_state(donor).items():
         assert torch.equal(ahn_state(model)[name], value), name
+
+
+def test_cli_trains_with_a_salient_store_and_says_where_it_saved(tmp_path, base_dir, capsys):
+    data = tmp_path / "d.jsonl"
+    data.write_text(
+        "".join(json.dumps({"text": "abc def ghi " * (20 + i)}) + "\n" for i in range(4))
+    )
+    out = tmp_path / "o"
+    argv = ["train", "--base", str(base_dir), "--data", str(data), "--output", str(out),
+            "--window", "16", "--sinks", "2", "--salient", "4", "--train-window", "fixed",
+            "--seq-len", "96", "--steps", "2", "--dtype", "float32", "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    assert f"saved the trained AHN to {out}" in capsys.readouterr().err
+    config = json.loads((out / "ahn_config.json").read_text())["config"]
+    assert (config["salient"], config["salient_score"]) == (4, "novelty")

@@ -19,7 +19,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
     from ahn.train.loop import train
 
-    train(config_from_args(args))
+    config = config_from_args(args)
+    train(config)
+    print(f"[ahn] saved the trained AHN to {config.output} (ahn.load(base, DIR) or --ahn DIR)",
+          file=sys.stderr)  # fmt: skip
     return 0
