@@ -306,8 +306,8 @@ def evaluate(model, tokenizer, config: EvalConfig, output_dir: str | Path, progr
         for ident, job in items:
             for method in config.methods:
                 # the store changes "ahn" and "store" only: other keys keep earlier runs
-                store = salient if method in ("ahn", "store") and salient else ()
-                key = _key(*ident.values(), method, window, sinks, *([store] if store else []))
+                store = [salient] if method in ("ahn", "store") and salient else []
+                key = _key(*ident.values(), method, window, sinks, *store)
                 if key not in records:
                     record = {"key": key, **ident, "method": method, **job(method)}
                     records[key] = {**record, "window": window, "sinks": sinks, "run": run_key,

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ahn.integration.cache import AHNLayer, Lossless, LosslessView
-from ahn.integration.store import Evicted, advance, score
+from ahn.integration.store import SCORES, Evicted, advance
 
 # Queries processed per block in the parallel path: each block sees sinks + window + block
 # keys, so smaller blocks waste less of the band mask, larger ones make fewer calls. At
@@ -220,7 +220,7 @@ def memory_read(q, view: LosslessView, ctx: LayerContext, layer: AHNLayer, out_g
         return None, state, None, score_state
     k, v = view.k_loc[..., :n, :], view.v_loc[..., :n, :]  # [B, Hkv, n, D]
     z = view.gates_loc[:, :n]  # [B, n, H, G] write-gate logits
-    rank = score(ctx.score) if ctx.salient else None
+    rank = SCORES[ctx.score] if ctx.salient else None  # a name AHNConfig checked
     surprise = rank is not None and rank.surprise
     absorb = None  # [B, n] bool, None: every evicted slot is a regular token
     if view.start - ctx.pad_max < ctx.sinks:

@@ -163,8 +163,7 @@ class AHNLayer(ReadsLossless, CacheLayerMixin):
     NAMES = ("keys", "values", "sink_k", "sink_v", "sink_ok", "gates", "state", "score_state")
 
     def tensors(self) -> list[torch.Tensor]:
-        names = self.NAMES
-        held = [t for t in (getattr(self, n) for n in names) if t is not None]
+        held = [t for t in (getattr(self, n) for n in self.NAMES) if t is not None]
         return held + ([] if self.store is None else self.store.tensors())
 
     def _map_batch(self, fn) -> None:

@@ -61,31 +61,23 @@ def novelty(e: Evicted) -> tuple[torch.Tensor, torch.Tensor]:
 
 @dataclass(frozen=True)
 class Score:
-    """A salience score: `fn(evicted) -> ([B, Hkv, n], the score's state or None)`.
-
-    `surprise`: it needs the memory's write error; `stateful`: it keeps a state of its own
-    (per layer, in the cache beside the store)."""
+    """A salience score: `fn(evicted) -> ([B, Hkv, n], the score's own state or None)`; a state
+    is kept per layer in the cache beside the store. `surprise`: it needs the memory's write
+    error."""
 
     fn: Callable[[Evicted], tuple[torch.Tensor, torch.Tensor | None]]
     surprise: bool = False
-    stateful: bool = False
 
 
 SCORES: dict[str, Score] = {
-    "novelty": Score(novelty, stateful=True),
+    "novelty": Score(novelty),
     # beta_j ||v_j - exp(g_j) M_{j-1}^T k_j||: what the memory's write could not predict
     "surprise": Score(lambda e: (per_kv_head(e.surprise, e.k.shape[1]), None), surprise=True),
     # the memory's own write strength (beta, or Mamba2's dt)
     "write_gate": Score(lambda e: (per_kv_head(e.gates()[..., 0], e.k.shape[1]), None)),
     "value_norm": Score(lambda e: (torch.linalg.vector_norm(e.v.float(), dim=-1), None)),
 }
-assert tuple(SCORES) == SCORE_NAMES  # the torch-free list the config validates against
-
-
-def score(name: str) -> Score:
-    if name not in SCORES:
-        raise ValueError(f"salient_score={name!r} is not one of {SCORE_NAMES}")
-    return SCORES[name]
+assert tuple(SCORES) == SCORE_NAMES  # the torch-free list AHNConfig validates names against
 
 
 @dataclass
