@@ -13,6 +13,8 @@ _EXPORTS = {
     "AHNConfig": "ahn.config",
     "MEMORY_TYPES": "ahn.config",
     "MODES": "ahn.config",
+    "compile": "ahn.compiled",
+    "is_compiled": "ahn.compiled",
     "export_official": "ahn.checkpoint",
     "load": "ahn.checkpoint",
     "save": "ahn.checkpoint",

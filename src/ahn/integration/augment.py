@@ -41,6 +41,7 @@ class Runtime(ReadsLossless):
     windowed: set[int]
     lossless: Lossless  # the current sizes; a cache holding tokens keeps those it was read with
     mode: str = "ahn"
+    compiled: bool = False  # `ahn.compile` compiled the memory pieces
     # [B] left padding of the latest forward call; kept after it so that gradient checkpointing
     # recomputes the layers with the same padding.
     pad: torch.Tensor | None = None

@@ -159,8 +159,10 @@ def cached(module: nn.Module, name: str, params, build):
     tensors from the parameters (a concatenation, an exponential) costs more than using them.
     With gradients enabled for `params` it is rebuilt at every call (autograd sees it).
     """
-    if torch.is_grad_enabled() and any(p.requires_grad for p in params):
-        return build()
+    if torch.compiler.is_compiling() or (
+        torch.is_grad_enabled() and any(p.requires_grad for p in params)
+    ):
+        return build()  # a compiled graph fuses the build into its own code
     key = [(p.data_ptr(), p._version, p.dtype, p.device) for p in params]
     hit = module.__dict__.get(name)
     if hit is None or hit[0] != key:
