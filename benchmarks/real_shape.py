@@ -9,14 +9,19 @@ Three parts, each measured side by side in this one run:
              batch and against the floor; then where the step's time goes (torch.profiler,
              self time per op)
   inference  prefill and decode per method (full / sliding / ahn / ahn+store: AHN with a
-             salient store of --salient tokens per layer and KV head; window 480 + 32 sinks) at
-             2k / 8k (and 32k with --lengths), each in a fresh process for its peak RSS; then
+             salient store of --salient tokens per layer and KV head; window 480 + 32 sinks;
+             a method ending in @compiled runs after `ahn.compile` and a warm-up whose time is
+             reported as its compile cost) at 2k / 8k (and 32k with --lengths), each in a fresh
+             process for its peak RSS; then
              where sliding's and AHN's time goes at the first length (torch.profiler: time per
              region of the windowed layers, and the ops whose self time AHN adds)
 
     python benchmarks/real_shape.py                        # fp32, 2 threads
     python benchmarks/real_shape.py --dtype bfloat16 --parts floor,train
     python benchmarks/real_shape.py --parts inference --lengths 2048,8192,32768
+    python benchmarks/real_shape.py --dtype bfloat16 --parts train --compile
+    python benchmarks/real_shape.py --dtype bfloat16 --parts inference --no-breakdown \
+        --methods sliding,ahn,ahn@compiled,ahn+store,ahn+store@compiled
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ SHAPE = dict(
     vocab_size=49152,
 )
 METHODS = ("full", "sliding", "ahn", "ahn+store")
+COMPILED = "@compiled"  # a method's suffix: run it after ahn.compile
 
 
 def parse_args(argv=None):
@@ -54,6 +60,7 @@ def parse_args(argv=None):
     parser.add_argument("--methods", default=",".join(METHODS), help="inference methods")
     parser.add_argument("--decode-tokens", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=2, help="timed train steps after a warm-up")
+    parser.add_argument("--compile", action="store_true", help="train: also after ahn.compile")
     parser.add_argument("--window", type=int, default=480)
     parser.add_argument("--sinks", type=int, default=32)
     parser.add_argument("--salient", type=int, default=64, help="store size of ahn+store")
@@ -144,10 +151,15 @@ def train_part(model, args, report):
     named = ahn.trainable_parameters(model)
     rows = []
     print(
-        "\n| batch | teacher forward s | train step s | step / teacher | floor s | "
-        "% of floor | tokens/s |\n|---|---:|---:|---:|---:|---:|---:|"
+        "\n| batch | memory | teacher forward s | train step s | step / teacher | floor s | "
+        "% of floor | tokens/s |\n|---|---|---:|---:|---:|---:|---:|---:|"
     )
-    for spec in args.batches.split(","):
+    runs = [(spec, False) for spec in args.batches.split(",")]
+    if args.compile:
+        runs += [(spec, True) for spec in args.batches.split(",")]
+    for spec, compiled in runs:
+        if compiled and not ahn.is_compiled(model):
+            ahn.compile(model)
         B, T = map(int, spec.split("x"))
         config = TrainConfig(
             output=tempfile.mkdtemp(),
@@ -178,6 +190,7 @@ def train_part(model, args, report):
         floor = step_flops(model, B, T, args.sinks + args.window) / (gflops * 1e9)
         row = {
             "batch": spec,
+            "compiled": compiled,
             "teacher_forward_s": teacher,
             "train_step_s": seconds,
             "step_over_teacher": seconds / teacher,
@@ -187,7 +200,8 @@ def train_part(model, args, report):
         }
         rows.append(row)
         print(
-            f"| {spec} | {teacher:.2f} | {seconds:.2f} | {seconds / teacher:.2f}x | "
+            f"| {spec} | {'compiled' if compiled else 'eager'} | {teacher:.2f} | {seconds:.2f} | "
+            f"{seconds / teacher:.2f}x | "
             f"{floor:.2f} | {100 * floor / seconds:.0f}% | {B * T / seconds:.0f} |",
             flush=True,
         )
@@ -240,12 +254,14 @@ def inference_worker(args) -> dict:
     ids = torch.randint(
         0, model.config.vocab_size, (1, int(length)), generator=torch.Generator().manual_seed(0)
     )
-    salient = args.salient if method == "ahn+store" else 0
+    base_method = method.removesuffix(COMPILED)
+    salient = args.salient if base_method == "ahn+store" else 0
     with (
         torch.no_grad(),
-        ahn.mode(model, method.removesuffix("+store")),
+        ahn.mode(model, base_method.removesuffix("+store")),
         ahn.window(model, salient=salient),
     ):
+        compile_s = compile_and_warm_up(model) if method.endswith(COMPILED) else None
         cache = ahn.new_cache(model) if method != "full" else None
         start = time.perf_counter()
         out = model(ids, cache=cache, use_cache=True, logits_to_keep=1)
@@ -264,7 +280,23 @@ def inference_worker(args) -> dict:
         "decode_ms": 1000 * statistics.median(steps),
         "cache_mib": ahn.cache_bytes(cache) / 2**20,
         "peak_rss_mib": peak_rss_bytes() / 2**20,
+        "compile_s": compile_s,
     }
+
+
+def compile_and_warm_up(model, tokens=1024, steps=3) -> float:
+    """`ahn.compile` and the first calls that compile (a prefill and decode steps): seconds."""
+    import torch
+
+    import ahn
+
+    start = time.perf_counter()
+    ahn.compile(model)
+    ids = torch.zeros(1, tokens, dtype=torch.long)
+    out = model(ids, cache=ahn.new_cache(model), use_cache=True, logits_to_keep=1)
+    for _ in range(steps):
+        out = model(ids[:, :1], cache=out.cache, use_cache=True)
+    return time.perf_counter() - start
 
 
 # Regions of a windowed layer's call, timed inclusively by the profile worker:
@@ -372,8 +404,8 @@ def run_worker(spec: str) -> dict | str:
 def inference_part(args, report):
     rows = []
     print(
-        "\n| length | method | prefill s | decode ms/token | cache MiB | peak RSS MiB |\n"
-        "|---:|---|---:|---:|---:|---:|"
+        "\n| length | method | prefill s | decode ms/token | cache MiB | peak RSS MiB | compile s |"
+        "\n|---:|---|---:|---:|---:|---:|---:|"
     )
     requested = [int(n) for n in args.lengths.split(",")]
     for length in requested:
@@ -385,7 +417,8 @@ def inference_part(args, report):
             rows.append(row)
             print(
                 f"| {length} | {method} | {row['prefill_s']:.2f} | {row['decode_ms']:.1f} | "
-                f"{row['cache_mib']:.1f} | {row['peak_rss_mib']:.0f} |",
+                f"{row['cache_mib']:.1f} | {row['peak_rss_mib']:.0f} | "
+                f"{'-' if row['compile_s'] is None else format(row['compile_s'], '.1f')} |",
                 flush=True,
             )
     by = {(r["method"], r["length"]): r for r in rows}
@@ -396,6 +429,10 @@ def inference_part(args, report):
         ("ahn / sliding decode", "ahn", "sliding", "decode_ms"),
         ("ahn+store / sliding prefill", "ahn+store", "sliding", "prefill_s"),
         ("ahn+store / sliding decode", "ahn+store", "sliding", "decode_ms"),
+        ("ahn@compiled / sliding prefill", "ahn@compiled", "sliding", "prefill_s"),
+        ("ahn@compiled / sliding decode", "ahn@compiled", "sliding", "decode_ms"),
+        ("ahn+store@compiled / sliding prefill", "ahn+store@compiled", "sliding", "prefill_s"),
+        ("ahn+store@compiled / sliding decode", "ahn+store@compiled", "sliding", "decode_ms"),
         ("ahn / full prefill", "ahn", "full", "prefill_s"),
         ("ahn / full decode", "ahn", "full", "decode_ms"),
     ]:
