@@ -69,7 +69,10 @@ def is_cached(name: str, cache: str | os.PathLike | None = None) -> bool:
 
 
 def resolve(
-    name_or_path: str | os.PathLike, revision: str | None = None, cache_dir: str | None = None
+    name_or_path: str | os.PathLike,
+    revision: str | None = None,
+    cache_dir: str | None = None,
+    kind: str = "model",
 ) -> str:
     """A local directory for a model or AHN argument (`--base`, `--ahn`, `ahn.load`):
 
@@ -78,6 +81,8 @@ def resolve(
     - a Hub repo id (`owner/name`): its snapshot in the local Hub cache (`HF_HOME`,
       `HF_HUB_CACHE`), resolved by `huggingface_hub` without network when the files are
       cached; otherwise downloaded unless `HF_HUB_OFFLINE` is set.
+
+    `kind` ("base", "AHN", "model") words the error when none of these is found.
     """
     text = str(name_or_path)
     if text in BASES:
@@ -95,10 +100,39 @@ def resolve(
     try:
         return snapshot_download(text, revision=revision, cache_dir=cache_dir)
     except Exception as err:  # offline mode, no network, unknown repo
+        names = f", a known base ({', '.join(sorted(BASES))})" if kind != "AHN" else ""
         raise FileNotFoundError(
-            f"{text!r} is neither a local path, a known base ({sorted(BASES)}) nor a Hub repo "
-            f"in the local cache, and downloading it failed: {type(err).__name__}: {err}"
+            f"{kind} {text!r} is neither a local directory{names} nor a Hub repo in the local "
+            f"cache, and downloading it failed: {type(err).__name__}: {str(err)[:200]}"
         ) from None
+
+
+def resolve_base(name_or_path: str | os.PathLike) -> str:
+    """`resolve` for a base model (`--base`), checked: a transformers model directory, not an
+    AHN, not a typo of a known name (close matches are suggested)."""
+    import difflib
+
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    if text not in BASES and not path.exists() and not _looks_like_repo_id(text):
+        close = difflib.get_close_matches(text, list(BASES), n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+        raise FileNotFoundError(
+            f"base {text!r} is not a directory, a known base name ({', '.join(sorted(BASES))}) "
+            f"or a Hub id (owner/name){hint}"
+        )
+    found = Path(resolve(text, kind="base"))
+    if (found / "ahn_config.json").is_file():
+        raise ValueError(
+            f"base {text!r} is an AHN directory (ahn.save output): pass it as --ahn, and the "
+            "base model it was trained for as --base"
+        )
+    if not (found / "config.json").is_file():
+        what = "directory" if found.is_dir() else "file, not a directory"
+        raise FileNotFoundError(
+            f"base {text!r} is a {what} without config.json: not a transformers model"
+        )
+    return str(found)
 
 
 def _looks_like_repo_id(text: str) -> bool:

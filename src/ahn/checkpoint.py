@@ -149,7 +149,7 @@ def load(base_model: nn.Module, path: str | os.PathLike) -> nn.Module:
     """
     from ahn.bases import resolve
 
-    path = Path(resolve(path))  # a local directory, or a Hub repo id found in the Hub cache
+    path = Path(resolve(path, kind="AHN"))  # a local directory, or a Hub id in the Hub cache
     if not path.is_dir():
         raise FileNotFoundError(f"AHN checkpoint directory {path} does not exist")
     if (path / CONFIG_NAME).exists():

@@ -1,10 +1,15 @@
-"""The `ahn` command line. Each subcommand lives in its own module, imported only when used."""
+"""The `ahn` command line. Each subcommand lives in its own module, imported only when used.
+
+Bad input ends in one line naming the bad value and exit code 2; `AHN_DEBUG=1` shows the
+traceback instead."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import warnings
 
 # name -> (module, help). The module defines `add_arguments(parser)` and `run(args) -> int`.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -47,11 +52,28 @@ def main(argv: list[str] | None = None) -> int:
     command = next((a for a in argv if a in COMMANDS), None)
     args = build_parser(command).parse_args(argv)
     module = importlib.import_module(args._module)
+    warnings.formatwarning = _one_line_warning
     try:
         return int(module.run(args) or 0)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"ahn {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, OSError) as err:  # bad input: one line (AHN_DEBUG=1: the traceback)
+        if os.environ.get("AHN_DEBUG"):
+            raise
+        print(f"ahn {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"ahn {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings as `ahn: warning: ...` lines, without the source path and line (AHN_DEBUG=1
+    keeps Python's format)."""
+    if os.environ.get("AHN_DEBUG"):
+        return _PYTHON_FORMAT(message, category, filename, lineno, line)
+    return f"ahn: warning: {' '.join(str(message).split())}\n"
+
+
+_PYTHON_FORMAT = warnings.formatwarning
 
 
 if __name__ == "__main__":

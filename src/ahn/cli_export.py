@@ -22,10 +22,10 @@ def run(args) -> int:
     from transformers import AutoModelForCausalLM
 
     import ahn
-    from ahn.bases import resolve
+    from ahn.bases import resolve_base
     from ahn.integration.augment import runtime_of
 
-    model = AutoModelForCausalLM.from_pretrained(resolve(args.base))
+    model = AutoModelForCausalLM.from_pretrained(resolve_base(args.base))
     ahn.load(model, args.ahn)
     path = ahn.export_official(model, args.official, drop_salient=args.drop_salient)
     print(f"[ahn] wrote {path} (model.safetensors + config.json, official layout)", file=sys.stderr)

@@ -220,7 +220,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from transformers import AutoTokenizer
 
-    from ahn.bases import resolve
+    from ahn.bases import resolve_base
 
     if args.split != "train-mix":
         print(json.dumps({"documents": write_documents(args.split, args.output)}))
@@ -232,7 +232,7 @@ def run(args) -> int:
             raise ValueError(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 1")
     if args.min_back >= args.seq_len // 2 - 64:
         raise ValueError(f"--min-back={args.min_back} must be < seq-len / 2 - 64")
-    tokenizer = AutoTokenizer.from_pretrained(resolve(args.base))
+    tokenizer = AutoTokenizer.from_pretrained(resolve_base(args.base))
     counts = build_training_data(
         tokenizer,
         args.output,

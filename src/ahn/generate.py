@@ -35,6 +35,10 @@ def add_model_arguments(parser, mode: bool = True) -> None:
         "--dtype", choices=dtypes.CHOICES, default="auto", help="auto: bf16 where it is fast"
     )
     parser.add_argument("--device", help="torch device: cpu, cuda, cuda:1 (default: cuda if any)")
+    parser.add_argument("--compile", action="store_true", help=COMPILE_HELP)
+
+
+COMPILE_HELP = "torch.compile the memory's small ops (ahn.compile): faster decoding after seconds"
 
 
 def device_of(name: str | None):
@@ -44,9 +48,15 @@ def device_of(name: str | None):
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
         raise ValueError(f"--device {name!r} is not a torch device (cpu, cuda, cuda:1)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name!r}: this torch sees no CUDA device; use --device cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise ValueError(f"--device {name!r}: there are {count} CUDA devices (cuda:0..{count - 1})")
+    return device
 
 
 def add_decoding_arguments(parser) -> None:
@@ -75,13 +85,16 @@ def load_base(base: str, dtype: str, device: str | None):
     """(model in eval mode on its device, tokenizer) of --base / --dtype / --device."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ahn.bases import resolve
+    from ahn.bases import resolve_base
 
     device = device_of(device)
-    path = resolve(base)
+    path = resolve_base(base)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    dtype = dtypes.resolve(dtype, device.type)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+    chosen = dtypes.resolve(dtype, device.type)
+    if dtype == "auto":
+        print(f"[ahn] --dtype auto: {str(chosen).removeprefix('torch.')} on {device}",
+              file=sys.stderr)  # fmt: skip
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=chosen).to(device).eval()
     return model, tokenizer
 
 
@@ -100,6 +113,8 @@ def load_model(args):
         ahn.set_mode(model, mode)
         if args.salient is not None:
             ahn.set_window(model, salient=args.salient)
+        if args.compile:
+            ahn.compile(model)
     return model, tokenizer, mode
 
 
@@ -182,6 +197,9 @@ def run(args) -> int:
     import ahn
 
     text = Path(args.prompt_file).read_text() if args.prompt_file else args.prompt
+    if not text.strip():
+        source = f"--prompt-file {args.prompt_file}" if args.prompt_file else "--prompt"
+        raise ValueError(f"{source} is empty: give the text to continue")
     model, tokenizer, mode = load_model(args)
     config = generation_config(model, args)
     torch.manual_seed(args.seed)

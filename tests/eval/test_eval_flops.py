@@ -100,7 +100,7 @@ def test_parse_length_and_bad_input(shape):
 def test_cli_json(capsys):
     argv = [
         "flops",
-        "--model",
+        "--base",
         str(CONFIG),
         "--length",
         "128000",
@@ -117,11 +117,11 @@ def test_cli_json(capsys):
 
 
 def test_cli_table_and_missing_config(capsys, tmp_path):
-    argv = ["flops", "--model", str(CONFIG), "--length", "64k", "--window", "1024", "--sinks", "0"]
+    argv = ["flops", "--base", str(CONFIG), "--length", "64k", "--window", "1024", "--sinks", "0"]
     assert main(argv) == 0
     assert "| ahn |" in capsys.readouterr().out
     assert (
-        main(["flops", "--model", str(tmp_path), "--length", "8", "--window", "4", "--sinks", "0"])
+        main(["flops", "--base", str(tmp_path), "--length", "8", "--window", "4", "--sinks", "0"])
         == 2
     )
     assert sorted(MEMORY_TYPES) == ["deltanet", "gated_deltanet", "mamba2"]

@@ -1,5 +1,6 @@
 """`ahn generate` streams the same tokens as model.generate and reports the cache size."""
 
+import pytest
 from tiny_models import make_model, randomize_ahn
 from transformers import AutoTokenizer
 
@@ -7,7 +8,8 @@ import ahn
 from ahn.cli import main
 
 
-def test_generate_cli_streams_greedy_answer(saved_base, tmp_path, capsys):
+@pytest.mark.parametrize("compiled", [[], ["--compile"]], ids=["eager", "compiled"])
+def test_generate_cli_streams_greedy_answer(compiled, saved_base, tmp_path, capsys):
     model = make_model()
     ahn.augment(model, ahn.AHNConfig(window=8, sinks=2, prefill_chunk=16))
     randomize_ahn(model, std=0.05)
@@ -25,6 +27,7 @@ def test_generate_cli_streams_greedy_answer(saved_base, tmp_path, capsys):
             str(tmp_path / "prompt.txt"),
             "--max-new-tokens",
             "12",
+            *compiled,
         ]
     )
     out = capsys.readouterr()

@@ -169,6 +169,16 @@ def test_gradient_checkpointing_gives_the_same_weights(tmp_path):
         torch.testing.assert_close(ahn_state(checkpointed)[name], value, rtol=1e-5, atol=1e-7)
 
 
+def test_compiled_training_gives_the_same_weights(tmp_path):
+    config = small_run(tmp_path / "a", steps=2)
+    plain = train(config, model=tiny_qwen2(), data=small_data())
+    config = small_run(tmp_path / "b", steps=2, compile=True)
+    compiled = train(config, model=tiny_qwen2(), data=small_data())
+    assert ahn.is_compiled(compiled) and not ahn.is_compiled(plain)
+    for name, value in ahn_state(plain).items():
+        torch.testing.assert_close(ahn_state(compiled)[name], value, rtol=1e-5, atol=1e-6)
+
+
 def test_bfloat16_base_trains_float32_ahn(tmp_path, base_dir):
     config = small_run(tmp_path, steps=2, base=str(base_dir), dtype="bfloat16")
     model = train(config, data=[[1 + i % 50] * 64 for i in range(4)])

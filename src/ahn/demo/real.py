@@ -55,6 +55,9 @@ class RealDemoConfig:
     # missed by the base even with every token in view, so it shows nothing about the memory)
     chat_seed: int = field(default=2, metadata=opt("seed of the chat question"))
     threads: int = field(default=2, metadata=opt("torch CPU threads"))
+    compile: bool = field(
+        default=False, metadata=opt("torch.compile the memory's small ops (ahn.compile)")
+    )
     seed: int = field(default=42, metadata=opt("seed of the prompts"))
 
     def __post_init__(self) -> None:
@@ -178,12 +181,14 @@ def run_demo(cfg: RealDemoConfig) -> dict:
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.output)
     start = time.perf_counter()
-    base = bases.resolve(cfg.base)
+    base = bases.resolve_base(cfg.base)
     print(f"base: {base}")
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
     ahn_dir = Path(bases.resolve(cfg.ahn))
     ahn.load(model, ahn_dir)
+    if cfg.compile:
+        ahn.compile(model)
     ahn_info = json.loads((ahn_dir / CONFIG_NAME).read_text())
     salient = ahn_info["config"].get("salient", 0) if cfg.salient is None else cfg.salient
     eval_dir = out / "eval"

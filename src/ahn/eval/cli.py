@@ -16,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataclass_arguments(parser, EvalConfig, required=("tasks",))
 
 
-def load_model(base: str, ahn_dir: str | None, window, sinks, device: str, dtype: str):
+def load_model(base: str, ahn_dir: str | None, window, sinks, device: str, dtype: str,
+               compile: bool = False):  # noqa: A002  # fmt: skip
     """Tokenizer and augmented model: `ahn.load` when `ahn_dir` is given, else a fresh
     (untrained, so "ahn" equals "sliding") augmentation with the given window and sinks."""
     import ahn
@@ -27,6 +28,8 @@ def load_model(base: str, ahn_dir: str | None, window, sinks, device: str, dtype
     else:
         sizes = {k: v for k, v in (("window", window), ("sinks", sinks)) if v is not None}
         model = ahn.augment(model, ahn.AHNConfig(**sizes))
+    if compile:
+        ahn.compile(model)
     return tokenizer, model.eval()
 
 
@@ -41,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     tokenizer, model = load_model(
-        args.base, args.ahn, args.window, args.sinks, args.device, args.dtype
+        args.base, args.ahn, args.window, args.sinks, args.device, args.dtype, args.compile
     )
     results = evaluate(model, tokenizer, config, args.output)
     from ahn.eval.report import markdown

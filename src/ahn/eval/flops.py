@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -225,7 +226,12 @@ def parse_length(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="model directory or config.json")
+    parser.add_argument(
+        "--base",
+        required=True,
+        help="base model: directory, Hub id in the local cache, a name of `ahn fetch-base`, or "
+        "a config.json file",
+    )
     parser.add_argument("--length", required=True, type=parse_length, help="tokens, e.g. 128000")
     parser.add_argument("--window", required=True, type=int)
     parser.add_argument("--sinks", required=True, type=int)
@@ -238,8 +244,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ahn.bases import resolve_base
+
+    config = args.base if Path(args.base).is_file() else resolve_base(args.base)
+    if args.sinks + args.window >= args.length:
+        print(
+            f"ahn flops: sinks + window = {args.sinks + args.window} covers the whole length "
+            f"{args.length}: nothing is evicted, AHN computes what full attention does",
+            file=sys.stderr,
+        )
     report = efficiency(
-        load_config(args.model),
+        load_config(config),
         length=args.length,
         window=args.window,
         sinks=args.sinks,

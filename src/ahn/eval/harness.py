@@ -40,7 +40,7 @@ class AHNLM(HFLM):
         **kwargs,
     ) -> None:
         import ahn as ahn_lib
-        from ahn.bases import resolve
+        from ahn.bases import resolve_base
 
         if mode not in MODES:
             raise ValueError(f"mode={mode!r} is not one of {MODES}")
@@ -48,7 +48,7 @@ class AHNLM(HFLM):
         if ahn is None and (mode != "full" or any(x is not None for x in sizes)):
             raise ValueError(f"mode={mode} / window / sinks / salient need ahn=DIR (the AHN)")
         if isinstance(pretrained, str):
-            pretrained = resolve(pretrained)
+            pretrained = resolve_base(pretrained)
         super().__init__(pretrained=pretrained, **kwargs)
         if ahn is not None:
             ahn_lib.load(self.model, ahn)

@@ -77,6 +77,9 @@ class TrainConfig:
     gradient_checkpointing: bool = field(
         default=False, metadata=opt("recompute decoder layers in backward")
     )
+    compile: bool = field(
+        default=False, metadata=opt("torch.compile the memory's small ops (ahn.compile)")
+    )
     fsdp: bool = field(
         default=False, metadata=opt("shard the base over the processes (FSDP2, per layer)")
     )

@@ -14,7 +14,7 @@ import torch
 
 import ahn
 from ahn import dtypes
-from ahn.bases import resolve
+from ahn.bases import resolve_base
 from ahn.train import checkpoint as ckpt
 from ahn.train.config import TrainConfig
 from ahn.train.data import (
@@ -107,7 +107,7 @@ def train(
 
 def prepare_model(config: TrainConfig, env: DistEnv, model, tokenizer):
     """Load (or take) the base, augment it, freeze it, keep AHN weights in float32."""
-    base = None if config.base is None else resolve(config.base)
+    base = None if config.base is None else resolve_base(config.base)
     if model is None:
         if base is None:
             raise ValueError("no base model: give --base DIR (or pass `model=`)")
@@ -127,6 +127,8 @@ def prepare_model(config: TrainConfig, env: DistEnv, model, tokenizer):
         param.data = param.data.float()
     if config.gradient_checkpointing:
         _enable_checkpointing(model)
+    if config.compile:
+        ahn.compile(model)
     return model, tokenizer
 
 
