@@ -9,7 +9,9 @@ from ahn.generate import add_decoding_arguments, add_model_arguments
 
 
 def add_arguments(parser) -> None:
-    add_model_arguments(parser)
+    from ahn.cli_read import MEMORY_MODES
+
+    add_model_arguments(parser, modes=MEMORY_MODES)
     parser.add_argument("--memory", required=True, help="memory file written by `ahn read`")
     questions = parser.add_mutually_exclusive_group(required=True)
     questions.add_argument("--question", help="one question")
@@ -55,6 +57,6 @@ def run(args) -> int:
             print(f"{'' if n == 0 else chr(10)}### {question}", flush=True)
         text = f"{prompt.get('before', '')}{question}{prompt.get('after', '')}"
         ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids
-        new, cache, seconds = stream(model, tokenizer, ids, config, memory.copy())
-        print(report(mode, cache, new.shape[1], seconds), file=sys.stderr)
+        new, cache, timing = stream(model, tokenizer, ids, config, memory.copy())
+        print(report(mode, cache, timing), file=sys.stderr)
     return 0

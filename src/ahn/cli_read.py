@@ -8,14 +8,18 @@ import sys
 import time
 from pathlib import Path
 
+from ahn.config import MODES
 from ahn.generate import add_model_arguments
+
+# A memory is bounded: every mode but full, which keeps every token.
+MEMORY_MODES = tuple(m for m in MODES if m != "full")
 
 MARK = "\x00AHN-QUESTION\x00"
 SUFFIX = ".ahnmem"
 
 
 def add_arguments(parser) -> None:
-    add_model_arguments(parser)
+    add_model_arguments(parser, modes=MEMORY_MODES)
     parser.add_argument("--file", required=True, help="a text file, or a .jsonl of documents")
     parser.add_argument(
         "--output", required=True, help=f"memory file ({SUFFIX}); a directory for a .jsonl"
@@ -69,8 +73,6 @@ def run(args) -> int:
     file = Path(args.file)
     if not file.is_file():
         raise FileNotFoundError(f"--file {file} does not exist")
-    if args.mode == "full":
-        raise ValueError("--mode full keeps every token: a memory is made in mode ahn or sliding")
     model, tokenizer, mode = load_for_memory(args)
     many = file.suffix == ".jsonl"
     current = memfile.identity(model, tokenizer)

@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from ahn import dtypes
 from ahn.config import MODES
 
 
-def add_model_arguments(parser, mode: bool = True) -> None:
-    """--base / --ahn / [--mode / --salient] / --dtype / --device: how every inference command
-    (generate, read, ask, eval) loads a model (eval has its own lossless-size flags)."""
+def add_model_arguments(parser, mode: bool = True, modes: tuple[str, ...] = MODES) -> None:
+    """--base / --ahn / [--mode (one of `modes`) / --salient] / --dtype / --device / --compile:
+    how every inference command (generate, read, ask, eval) loads a model (eval has its own
+    lossless-size flags)."""
     parser.add_argument(
         "--base", required=True, help="base model directory, Hub id, or a name of `ahn fetch-base`"
     )
@@ -22,8 +24,9 @@ def add_model_arguments(parser, mode: bool = True) -> None:
     if mode:
         parser.add_argument(
             "--mode",
-            choices=MODES,
-            help="default: ahn with --ahn, else full (store: ahn without the memory's read)",
+            choices=modes,
+            help=f"default: ahn{' with --ahn, else full' if 'full' in modes else ''} (store: ahn "
+            "without the memory's read)",
         )
         parser.add_argument(
             "--salient",
@@ -157,16 +160,15 @@ def prompt_ids(tokenizer, text: str, chat: bool):
 
 def stream(model, tokenizer, ids, config, cache=None):
     """`model.generate` with a text streamer on stdout; returns (new token ids [1, N], the cache
-    at the end, seconds).
+    at the end, `Timing` of the call).
 
     `cache`: the cache to continue (a memory from `ahn.read` / `ahn.load_memory`, whose tokens
     `ids` follows), or None for a new one."""
     import torch
-    from transformers import TextStreamer
 
     device = next(model.parameters()).device
     ids = ids.to(device)
-    streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    streamer = _timed_streamer()(tokenizer, skip_prompt=True, skip_special_tokens=True)
     start = time.perf_counter()
     with torch.no_grad():
         out = model.generate(
@@ -177,24 +179,90 @@ def stream(model, tokenizer, ids, config, cache=None):
             streamer=streamer,
             tokenizer=tokenizer,
         )
-    seconds = time.perf_counter() - start
-    return out.sequences[:, ids.shape[1] :], out.cache, seconds
+    end = time.perf_counter()
+    new = out.sequences[:, ids.shape[1] :]
+    first = streamer.first or end
+    return new, out.cache, Timing(first - start, end - first, new.shape[1])
 
 
-def report(mode: str, cache, new_tokens: int, seconds: float) -> str:
+@dataclass
+class Timing:
+    """Seconds of one generation: until its first new token (what remains of the prompt, then
+    one step), then decoding the other `tokens - 1`; `prefill`: reading the prompt before."""
+
+    first_token: float
+    decode: float
+    tokens: int
+    prefill: float = 0.0
+
+    def line(self) -> str:
+        rate = (self.tokens - 1) / self.decode if self.tokens > 1 and self.decode > 0 else 0.0
+        prefill = f"prefill {self.prefill:.2f} s, " if self.prefill else ""
+        return (
+            f"{prefill}first token after {self.prefill + self.first_token:.2f} s, "
+            f"{self.tokens} new tokens, decode {rate:.1f} tokens/s"
+        )
+
+
+def _timed_streamer():
+    """The TextStreamer subclass (made on first use: transformers loads only then)."""
+    from transformers import TextStreamer
+
+    class TimedStreamer(TextStreamer):
+        """A TextStreamer that notes when the first new token arrives."""
+
+        first = None
+
+        def put(self, value):
+            if self.first is None and not (self.skip_prompt and self.next_tokens_are_prompt):
+                self.first = time.perf_counter()
+            super().put(value)
+
+    return TimedStreamer
+
+
+def prefill(model, ids, mode: str):
+    """Read all but the last prompt token with a progress bar (the generation then starts from
+    one token): (cache, the ids to pass to generate, seconds). In mode full the cache is a
+    transformers `DynamicCache` and generate gets every id (it skips the cached ones)."""
+    import torch
+    from tqdm import tqdm
+    from transformers import DynamicCache
+
+    import ahn
+
+    start = time.perf_counter()
+    if ids.shape[1] < 2:
+        return None, ids, 0.0
+    if mode != "full":
+        cache = ahn.read(model, ids[:, :-1], progress=True)
+        return cache, ids[:, -1:], time.perf_counter() - start
+    device = next(model.parameters()).device
+    T, chunk, cache = ids.shape[1] - 1, FULL_PREFILL_CHUNK, DynamicCache(config=model.config)
+    bar = tqdm(total=T, desc="read", unit="tok", file=sys.stderr, delay=1.0)
+    with torch.no_grad(), bar:
+        for a in range(0, T, chunk):
+            piece = ids[:, a : min(T, a + chunk)].to(device)
+            model(piece, cache=cache, use_cache=True, logits_to_keep=1)
+            bar.update(piece.shape[1])
+    return cache, ids, time.perf_counter() - start
+
+
+# Prompt tokens per forward call of mode full's prefill (its progress bar's step).
+FULL_PREFILL_CHUNK = 1024
+
+
+def report(mode: str, cache, timing: Timing) -> str:
     from ahn.integration.cache import cache_bytes
 
     return (
         f"[ahn] mode={mode} tokens seen={cache.get_seq_length()} "
-        f"cache={cache_bytes(cache) / 2**20:.2f} MiB, {new_tokens} new tokens in {seconds:.2f} s "
-        f"({new_tokens / max(seconds, 1e-9):.1f} tokens/s)"
+        f"cache={cache_bytes(cache) / 2**20:.2f} MiB; {timing.line()}"
     )
 
 
 def run(args) -> int:
     import torch
-
-    import ahn
 
     text = Path(args.prompt_file).read_text() if args.prompt_file else args.prompt
     if not text.strip():
@@ -204,10 +272,8 @@ def run(args) -> int:
     config = generation_config(model, args)
     torch.manual_seed(args.seed)
     ids = prompt_ids(tokenizer, text, args.chat)
-    cache = None
-    if mode != "full" and ids.shape[1] > 1:  # read the prompt with a progress bar first
-        cache = ahn.read(model, ids[:, :-1], progress=True)
-        ids = ids[:, -1:]
-    new, cache, seconds = stream(model, tokenizer, ids, config, cache)
-    print(report(mode, cache, new.shape[1], seconds), file=sys.stderr)
+    cache, ids, prefill_s = prefill(model, ids, mode)
+    new, cache, timing = stream(model, tokenizer, ids, config, cache)
+    timing.prefill = prefill_s
+    print(report(mode, cache, timing), file=sys.stderr)
     return 0

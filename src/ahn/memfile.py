@@ -33,7 +33,8 @@ VERSION = 1
 METADATA_KEY = "ahn_memory"
 AHN_FIELDS = AHNLayer.NAMES
 # What must agree between the file and the model it is loaded into, in the order checked.
-CHECKED = ("mode", "dtype", "window", "sinks", "salient", "ahn_config", "ahn_weights", "base")
+# In the order they are checked: a file from another base is named as such first.
+CHECKED = ("base", "ahn_config", "ahn_weights", "mode", "dtype", "window", "sinks", "salient")
 # Base config fields that change what a cache means (name_or_path is informative only).
 BASE_FIELDS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers",
                "num_attention_heads", "num_key_value_heads", "head_dim", "rope_theta",
@@ -171,6 +172,13 @@ def save_memory(
 def read_metadata(path: str | os.PathLike) -> dict:
     """The json metadata of a memory file (no tensors read)."""
     path = Path(path)
+    if path.is_dir():
+        found = sorted(p.name for p in path.iterdir() if p.is_file())
+        listed = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+        raise FileNotFoundError(
+            f"memory {path} is a directory{f' (of {listed})' if found else ''}: pass one memory "
+            "file of it (`ahn read` of a .jsonl writes one per document)"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"memory file {path} does not exist")
     try:

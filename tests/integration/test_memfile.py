@@ -63,7 +63,7 @@ def test_memory_refused_for_another_setup(tmp_path):
     with pytest.raises(ValueError, match="another ahn_weights"):
         ahn.load_memory(other_ahn, path)
     other_base = make_ahn_model("llama-mha", window=WINDOW, sinks=SINKS)
-    with pytest.raises(ValueError, match="another"):
+    with pytest.raises(ValueError, match="another base"):
         ahn.load_memory(other_base, path)
     model.to(torch.bfloat16)
     with pytest.raises(ValueError, match="another dtype"):

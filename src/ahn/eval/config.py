@@ -4,6 +4,7 @@ Imports no torch, so `ahn eval --help` stays instant."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ahn.config import MODES
 from ahn.eval import benchmarks, synthetic
@@ -109,6 +110,8 @@ class EvalConfig:
     )
 
     def __post_init__(self) -> None:
+        if self.data and not Path(self.data).exists():
+            raise FileNotFoundError(f"data={self.data}: no such file or directory")
         expanded = [
             name
             for task in self.tasks

@@ -44,6 +44,7 @@ class AHNLM(HFLM):
 
         if mode not in MODES:
             raise ValueError(f"mode={mode!r} is not one of {MODES}")
+        _check_hflm_arguments(kwargs)
         sizes = (window, sinks, salient)
         if ahn is None and (mode != "full" or any(x is not None for x in sizes)):
             raise ValueError(f"mode={mode} / window / sinks / salient need ahn=DIR (the AHN)")
@@ -55,6 +56,35 @@ class AHNLM(HFLM):
             names = ("window", "sinks", "salient")
             ahn_lib.set_window(self.model, *(_int(x, n) for x, n in zip(sizes, names, strict=True)))
             ahn_lib.set_mode(self.model, mode)
+
+
+# lm-eval's dtype spellings besides torch's names ("float16"): what `HFLM` would reject with an
+# AttributeError on `torch.fp16`.
+DTYPE_ALIASES = {"fp16": "float16", "half": "float16", "bf16": "bfloat16", "fp32": "float32"}
+
+
+def _check_hflm_arguments(kwargs: dict) -> None:
+    """Refuse a model_args key that looks like a misspelt argument of `AHNLM` or `HFLM` (other
+    unknown keys go on to `from_pretrained`, as with lm-eval's `hf` model), and take lm-eval
+    users' dtype spellings (fp16, bf16, fp32) for torch's; in place."""
+    import difflib
+    import inspect
+
+    known = {"pretrained", "ahn", "mode", "window", "sinks", "salient"}
+    known |= set(inspect.signature(HFLM.__init__).parameters) - {"self", "kwargs"}
+    for key in kwargs:
+        close = [] if key in known else difflib.get_close_matches(key, sorted(known), n=2)
+        if close:
+            raise ValueError(
+                f"model_args key {key!r} is not an argument of the ahn model; did you mean "
+                f"{' or '.join(close)}?"
+            )
+    dtype = kwargs.get("dtype")
+    if isinstance(dtype, str):
+        dtype = kwargs["dtype"] = DTYPE_ALIASES.get(dtype, dtype)
+        valid = ("auto", "float16", "bfloat16", "float32", *DTYPE_ALIASES)
+        if dtype not in valid:
+            raise ValueError(f"model_args dtype={dtype!r} is not one of {', '.join(valid)}")
 
 
 def _int(value, name: str) -> int | None:
@@ -69,6 +99,15 @@ def _int(value, name: str) -> int | None:
 
 def cli() -> None:
     """`ahn-lm-eval`: lm-eval's command line, with the `ahn` model registered."""
+    import os
+    import sys
+
     from lm_eval.__main__ import cli_evaluate
 
-    cli_evaluate()
+    try:
+        cli_evaluate()
+    except (ValueError, OSError, TypeError) as err:  # bad input: one line (AHN_DEBUG=1: all)
+        if os.environ.get("AHN_DEBUG"):
+            raise
+        print(f"ahn-lm-eval: error: {' '.join(str(err).split())}", file=sys.stderr)
+        sys.exit(2)
