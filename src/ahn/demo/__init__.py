@@ -1,5 +1,8 @@
-"""The demo: a small shipped Qwen2 base that needs long context, and `ahn demo`, which trains a
-GDN AHN on it by self-distillation and compares full / sliding / AHN (see docs/demo.md)."""
+"""The demos. `ahn demo` (`real.py`, what `make demo` runs): the shipped AHN with its salient
+store on SmolLM2-135M-Instruct, full / sliding / AHN on held-out text (docs/smollm2.md).
+`ahn demo-toy` (`cli.py`, `base.py`, `tasks.py`, `evaluate.py`, `report.py`): trains a GDN AHN
+in minutes on a 0.55M-parameter shipped Qwen2 base that needs long context (docs/demo.md);
+`pretrain.py` made that base."""
 
 from pathlib import Path
 
