@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     command = next((a for a in argv if a in COMMANDS), None)
     args = build_parser(command).parse_args(argv)
     module = importlib.import_module(args._module)
-    warnings.formatwarning = _one_line_warning
+    python_format, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
         return int(module.run(args) or 0)
     except (ValueError, OSError) as err:  # bad input: one line (AHN_DEBUG=1: the traceback)
@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"ahn {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = python_format
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:

@@ -34,7 +34,7 @@ METADATA_KEY = "ahn_memory"
 AHN_FIELDS = AHNLayer.NAMES
 # What must agree between the file and the model it is loaded into, in the order checked.
 # In the order they are checked: a file from another base is named as such first.
-CHECKED = ("base", "ahn_config", "ahn_weights", "mode", "dtype", "window", "sinks", "salient")
+CHECKED = ("base", "ahn_config", "dtype", "ahn_weights", "mode", "window", "sinks", "salient")
 # Base config fields that change what a cache means (name_or_path is informative only).
 BASE_FIELDS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers",
                "num_attention_heads", "num_key_value_heads", "head_dim", "rope_theta",

@@ -101,7 +101,7 @@ def test_warnings_are_one_line_without_a_source_path():
     assert line == "ahn: warning: resuming with other steps\n"
 
 
-def test_ctrl_c_in_train_names_the_last_checkpoint(tmp_path, monkeypatch, capsys):
+def test_ctrl_c_in_train_names_the_last_checkpoint(saved_base, tmp_path, monkeypatch, capsys):
     from ahn.train import loop
 
     real_train = loop.train
@@ -117,7 +117,7 @@ def test_ctrl_c_in_train_names_the_last_checkpoint(tmp_path, monkeypatch, capsys
                               callback=stop)  # fmt: skip
 
     monkeypatch.setattr(loop, "train", interrupted)
-    argv = ["train", "--base", "unused", "--data", "unused.jsonl", "--output", str(tmp_path),
+    argv = ["train", "--base", str(saved_base), "--data", "unused.jsonl", "--output", str(tmp_path),
             "--steps", "5", "--save-every", "1", "--seq-len", "64"]  # fmt: skip
     assert main(argv) == 130
     err = capsys.readouterr().err

@@ -86,11 +86,11 @@ def test_compile_is_idempotent():
     assert all(memory.__dict__[name] is fn for name, fn in pieces.items())
 
 
-def test_without_a_compiler_it_says_so_and_stays_eager(ids, monkeypatch, capsys):
-    monkeypatch.setattr(torch._inductor.config.cpp, "cxx", ("/nonexistent/g++",))
+def test_without_a_compiler_it_says_so_and_stays_eager(ids, capsys):
     model = make_ahn_model()
     want = model(ids, use_cache=False).logits
-    assert ahn.compile(model) is model
+    with torch._inductor.config.patch({"cpp.cxx": ("/nonexistent/g++",)}):  # hides g++
+        assert ahn.compile(model) is model
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no C++ compiler" in err and "eager" in err
     assert not ahn.is_compiled(model)

@@ -95,7 +95,9 @@ def test_read_jsonl_writes_one_file_each_and_resumes(setup, tmp_path, capsys):
 def test_read_refuses_bad_flags(setup, tmp_path, capsys):
     _, _, common = setup
     doc = str(tmp_path / "doc.txt")
-    assert main(["read", *common, "--file", doc, "--output", "x", "--mode", "full"]) == 2
+    with pytest.raises(SystemExit) as refused:  # argparse: full is not a choice of read
+        main(["read", *common, "--file", doc, "--output", "x", "--mode", "full"])
+    assert refused.value.code == 2
     assert main(["read", *common[:2], "--file", doc, "--output", "x"]) == 2
     assert main(["read", *common, "--file", str(tmp_path / "nope.txt"), "--output", "x"]) == 2
     bad = tmp_path / "bad.jsonl"
