@@ -27,7 +27,7 @@ from ahn.integration.augment import runtime_of
 # The MemoryModule methods compiled -> `dynamic`: the token dimension of gates and readout varies
 # call to call; the decode step always sees one token and rarely another batch size
 # (`dynamic=None`: specialised code, made dynamic at the first recompilation).
-PIECES = {"gates": True, "readout": True, "step": None}
+PIECES = {"gates": True, "readout": True, "step": None, "decode": None}
 
 
 def compile(model: nn.Module, backend: str = "inductor") -> nn.Module:  # noqa: A001

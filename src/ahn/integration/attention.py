@@ -78,6 +78,8 @@ def windowed_step(q, k_new, v_new, ctx: LayerContext, scaling):
         if isinstance(ctx.cache_layer, AHNLayer)
         else AHNLayer(Lossless(ctx.window, ctx.sinks, ctx.salient))
     )
+    if _plain_decode(q.shape[-2], ctx, layer):
+        return decode_step(q, k_new, v_new, ctx, layer, scaling)
     gates_new = out_gate = None
     if ctx.memory is not None:
         gates_new, out_gate = ctx.memory.project(ctx.x)  # logits [B, C, H, G], [B, C, H]
@@ -99,6 +101,33 @@ def windowed_step(q, k_new, v_new, ctx: LayerContext, scaling):
     if isinstance(ctx.cache_layer, AHNLayer):
         layer.commit(view, q.shape[-2], state, store, score_state)
     return out
+
+
+def _plain_decode(C: int, ctx: LayerContext, layer: AHNLayer) -> bool:
+    """One new token, a full window whose oldest token is regular (the memory absorbs it), no
+    store: what `windowed_step` does then in one memory call (`decode_step`)."""
+    return (
+        C == 1
+        and ctx.memory is not None
+        and not ctx.salient
+        and ctx.cache_layer is layer
+        and layer.is_initialized
+        and layer.gates is not None
+        and layer.keys.shape[-2] == ctx.window
+        and layer.seen - ctx.window - ctx.pad_max >= ctx.sinks
+    )
+
+
+def decode_step(q, k_new, v_new, ctx: LayerContext, layer: AHNLayer, scaling):
+    """`windowed_step` of one decoded token with a full window: the memory absorbs the oldest
+    window token and reads with q (`MemoryModule.decode`, the projection of the new token
+    included), the attention covers sinks + window. q: [B, H, 1, D]. Returns [B, 1, H, D]."""
+    evicted = layer.keys[..., :1, :], layer.values[..., :1, :], layer.gates[:, :1]
+    mem, state, z_new = ctx.memory.decode(ctx.x, q, *evicted, layer.state)
+    view = layer.view(k_new, v_new, z_new, ctx.pad)
+    out = lossless_attention(q, view, ctx, scaling)  # [B, 1, H, D]
+    layer.commit(view, 1, state)
+    return out + mem if ctx.read_memory else out
 
 
 def lossless_attention(q, view: LosslessView, ctx: LayerContext, scaling):

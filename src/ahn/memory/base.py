@@ -105,6 +105,18 @@ class MemoryModule(nn.Module):
         return self.readout(r, gate), state, *s
 
 
+    def decode(self, x, q, k, v, z, state):
+        """`project` of the new token's input and `step` with the token it evicts, in one call
+        (decoding with a full window, where `ahn.compile` makes it one graph).
+
+        x: [B, 1, hidden]; the rest as `step`. Returns `(out [B, 1, H, D], state, the new
+        token's write-gate logits [B, 1, H, num_gates])`.
+        """
+        z_new, gate = self.project(x)
+        out, state = self.step(q, k, v, z, state, gate)
+        return out, state, z_new
+
+
 class HeadNormReadout:
     """DeltaNet / GatedDeltaNet readout: per-head RMSNorm of the read, times `o_norm.weight`,
     times a SiLU output gate (one scalar per head), then the per-head `o_proj`.
