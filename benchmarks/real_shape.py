@@ -1,7 +1,7 @@
 """Speed on a real model's shape: SmolLM2-135M (30 layers, hidden 576, 9 / 3 heads, head dim 64,
 vocab 49,152; random weights, or the real base with --real when `ahn fetch-base` cached it).
 
-Three parts, each measured side by side in this one run:
+Four parts, each measured side by side in this one run:
   floor      matmul throughput of this machine (F.linear at the model's MLP shape), fp32 and
              bf16, and what it makes of a batch's matmul FLOPs: the "floor" time of a step
   train      one `ahn.train` step (teacher forward + student forward and backward + chunked KL
@@ -15,11 +15,14 @@ Three parts, each measured side by side in this one run:
              process for its peak RSS; then
              where sliding's and AHN's time goes at the first length (torch.profiler: time per
              region of the windowed layers, and the ops whose self time AHN adds)
+  compile    eager and `ahn.compile`d AHN (and AHN + store) against sliding in one process,
+             interleaved rounds, medians (--rounds)
 
     python benchmarks/real_shape.py                        # fp32, 2 threads
     python benchmarks/real_shape.py --dtype bfloat16 --parts floor,train
     python benchmarks/real_shape.py --parts inference --lengths 2048,8192,32768
     python benchmarks/real_shape.py --dtype bfloat16 --parts train --compile
+    python benchmarks/real_shape.py --dtype bfloat16 --parts compile --lengths 2048,8192
     python benchmarks/real_shape.py --dtype bfloat16 --parts inference --no-breakdown \
         --methods sliding,ahn,ahn@compiled,ahn+store,ahn+store@compiled
 """
@@ -61,6 +64,7 @@ def parse_args(argv=None):
     parser.add_argument("--decode-tokens", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=2, help="timed train steps after a warm-up")
     parser.add_argument("--compile", action="store_true", help="train: also after ahn.compile")
+    parser.add_argument("--rounds", type=int, default=3, help="compile part: interleaved rounds")
     parser.add_argument("--window", type=int, default=480)
     parser.add_argument("--sinks", type=int, default=32)
     parser.add_argument("--salient", type=int, default=64, help="store size of ahn+store")
@@ -238,6 +242,75 @@ def breakdown(model, optimizer, params, batch, config, env, top=12):
             f"{100 * e.self_cpu_time_total / total:.1f}% |"
         )
     return rows
+
+
+def measure(model, method: str, length: int, args) -> tuple[float, float]:
+    """(prefill s, median decode ms/token) of one method on `length` random tokens."""
+    import torch
+
+    import ahn
+
+    ids = torch.randint(
+        0, model.config.vocab_size, (1, length), generator=torch.Generator().manual_seed(0)
+    )
+    salient = args.salient if method == "ahn+store" else 0
+    with (
+        torch.no_grad(),
+        ahn.mode(model, method.removesuffix("+store")),
+        ahn.window(model, salient=salient),
+    ):
+        start = time.perf_counter()
+        out = model(ids, cache=ahn.new_cache(model), use_cache=True, logits_to_keep=1)
+        prefill = time.perf_counter() - start
+        steps = []
+        for _ in range(args.decode_tokens):
+            token = out.logits[:, -1:].argmax(-1)
+            start = time.perf_counter()
+            out = model(token, cache=out.cache, use_cache=True)
+            steps.append(time.perf_counter() - start)
+    return prefill, 1000 * statistics.median(steps)
+
+
+def compile_part(args, report):
+    """Eager and compiled (`ahn.compile`) side by side in one process: two models of the same
+    weights, every case measured once per round, rounds interleaved (these machines drift
+    within minutes); medians over the rounds."""
+    import ahn
+
+    eager, compiled = build_model(args), build_model(args)
+    start = time.perf_counter()
+    for method in ("ahn", "ahn+store"):
+        salient = args.salient if method == "ahn+store" else 0
+        with ahn.mode(compiled, "ahn"), ahn.window(compiled, salient=salient):
+            compile_and_warm_up(compiled)
+    compile_s = time.perf_counter() - start
+    cases = [("sliding", eager, "sliding"), ("ahn", eager, "ahn"),
+             ("ahn@compiled", compiled, "ahn"), ("ahn+store", eager, "ahn+store"),
+             ("ahn+store@compiled", compiled, "ahn+store")]  # fmt: skip
+    rows = []
+    print(
+        f"\ncompiled vs eager in one process ({args.rounds} interleaved rounds, medians; "
+        f"compiling + warm-up {compile_s:.1f} s):\n"
+        "| length | method | prefill s | decode ms/token | prefill / sliding | decode / sliding |"
+        "\n|---:|---|---:|---:|---:|---:|"
+    )
+    for length in (int(n) for n in args.lengths.split(",")):
+        times = {name: [] for name, *_ in cases}
+        for _ in range(args.rounds):
+            for name, model, method in cases:
+                times[name].append(measure(model, method, length, args))
+        median = {n: [statistics.median(t[i] for t in ts) for i in (0, 1)]
+                  for n, ts in times.items()}  # fmt: skip
+        base = median["sliding"]
+        for name, (prefill, decode) in median.items():
+            rows.append({"length": length, "method": name, "prefill_s": prefill,
+                         "decode_ms": decode, "rounds": times[name]})  # fmt: skip
+            print(
+                f"| {length} | {name} | {prefill:.2f} | {decode:.1f} | "
+                f"{prefill / base[0]:.2f}x | {decode / base[1]:.2f}x |",
+                flush=True,
+            )
+    report["compile"] = {"compile_s": compile_s, "rows": rows}
 
 
 def inference_worker(args) -> dict:
@@ -469,6 +542,8 @@ def main(argv=None) -> int:
         train_part(build_model(args), args, report)
     if "inference" in parts:
         inference_part(args, report)
+    if "compile" in parts:
+        compile_part(args, report)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(report, handle, indent=2)

@@ -12,7 +12,8 @@ TINY = {
     "ops.py": "--T 40 --heads 2 --head-dim 16 --repeats 1",
     "inference.py": "--lengths 48,96 --window 16 --sinks 2 --decode-tokens 2",
     "memory_file.py": "--models demo --lengths 64,128 --window 16 --sinks 2",
-    "real_shape.py": "--layers 1 --batches 1x640 --lengths 640 --decode-tokens 2 --repeats 1",
+    "real_shape.py": "--layers 1 --batches 1x640 --lengths 640 --decode-tokens 2 --repeats 1 "
+    "--parts floor,train,inference,compile --rounds 1",
     "soak.py": "--tokens 3000 --chunk 256 --decode 8 --window 16 --sinks 2",
     "train.py": "--seq-lens 64 --hidden 32 --layers 1 --heads 2 --kv-heads 1 --vocab 64 "
     "--window 16 --sinks 2 --repeats 1",
@@ -20,7 +21,8 @@ TINY = {
 EXPECT = {
     "memory_file.py": "ratio",
     "ops.py": "GFLOP/s",
-    "real_shape.py": ("ahn / sliding decode", "where decode time goes", "memory update + read"),
+    "real_shape.py": ("ahn / sliding decode", "where decode time goes", "memory update + read",
+                      "compiled vs eager in one process"),  # fmt: skip
     "soak.py": "(constant), non-finite logits 0",
     "inference.py": "ratios",
     "train.py": "tok",
