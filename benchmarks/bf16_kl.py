@@ -70,7 +70,7 @@ def main() -> None:
     import torch
 
     from ahn.demo import BASE_DIR
-    from ahn.demo.cli import read_task
+    from ahn.demo.toy import read_task
 
     torch.set_num_threads(args.threads)
     task = read_task(str(BASE_DIR))

@@ -21,8 +21,12 @@ TINY = {
 EXPECT = {
     "memory_file.py": "ratio",
     "ops.py": "GFLOP/s",
-    "real_shape.py": ("ahn / sliding decode", "where decode time goes", "memory update + read",
-                      "compiled vs eager in one process"),  # fmt: skip
+    "real_shape.py": (
+        "ahn / sliding decode",
+        "where decode time goes",
+        "memory update + read",
+        "compiled vs eager in one process",
+    ),  # fmt: skip
     "soak.py": "(constant), non-finite logits 0",
     "inference.py": "ratios",
     "train.py": "tok",

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from ahn.cli import main
-from ahn.demo.cli import DemoConfig, run_demo
 from ahn.demo.evaluate import METHODS
+from ahn.demo.toy import DemoConfig, run_demo
 
 FIGURES = ("beyond_window_accuracy", "answer_nll", "kl_to_full", "cache_bytes", "model_flops",
            "tokens_per_s", "nll_by_position", "accuracy_by_distance")  # fmt: skip

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from ahn.cli import build_parser
+from ahn.cli.train import config_from_args
 from ahn.train import checkpoint as ckpt
-from ahn.train.cli import config_from_args
 from ahn.train.config import TrainConfig
 from ahn.train.logger import TrainLogger
 from ahn.train.loss import distill_sums, loss_positions

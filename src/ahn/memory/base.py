@@ -104,7 +104,6 @@ class MemoryModule(nn.Module):
         r, state, *s = self.recur(q.transpose(1, 2), k, v, self.gates(z), state, surprise)
         return self.readout(r, gate), state, *s
 
-
     def decode(self, x, q, k, v, z, state):
         """`project` of the new token's input and `step` with the token it evicts, in one call
         (decoding with a full window, where `ahn.compile` makes it one graph).

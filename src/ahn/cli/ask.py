@@ -5,11 +5,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ahn.generate import add_decoding_arguments, add_model_arguments
+from ahn.cli.generate import add_decoding_arguments, add_model_arguments
 
 
 def add_arguments(parser) -> None:
-    from ahn.cli_read import MEMORY_MODES
+    from ahn.cli.read import MEMORY_MODES
 
     add_model_arguments(parser, modes=MEMORY_MODES)
     parser.add_argument("--memory", required=True, help="memory file written by `ahn read`")
@@ -40,8 +40,8 @@ def run(args) -> int:
 
     import ahn
     from ahn import memfile
-    from ahn.cli_read import load_for_memory
-    from ahn.generate import generation_config, report, stream
+    from ahn.cli.generate import generation_config, report, stream
+    from ahn.cli.read import load_for_memory
 
     questions = read_questions(args)
     prompt = memfile.read_metadata(args.memory).get("prompt") or {}

@@ -8,8 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from ahn.cli.generate import add_model_arguments
 from ahn.config import MODES
-from ahn.generate import add_model_arguments
 
 # A memory is bounded: every mode but full, which keeps every token.
 MEMORY_MODES = tuple(m for m in MODES if m != "full")
@@ -95,7 +95,7 @@ def run(args) -> int:
 
 
 def load_for_memory(args):
-    from ahn.generate import load_model
+    from ahn.cli.generate import load_model
 
     if not args.ahn:
         raise ValueError("a memory needs --ahn DIR (the AHN that compresses the document)")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ahn.cli.generate import add_model_arguments, load_base
 from ahn.eval.config import EvalConfig
 from ahn.flags import add_dataclass_arguments, from_args
-from ahn.generate import add_model_arguments, load_base
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

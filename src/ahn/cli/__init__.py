@@ -1,4 +1,8 @@
-"""The `ahn` command line. Each subcommand lives in its own module, imported only when used.
+"""The `ahn` command line. Each subcommand lives in its own module, imported only when used:
+commands that only parse flags and call the library are the modules of this package
+(`generate`, `read`, `ask`, `export`, `train`, `eval`); a library module that is itself a
+command (`ahn.eval.flops`, `ahn.bases`, `ahn.corpus`, `ahn.demo.real`, `ahn.demo.toy`,
+`ahn.demo.pretrain`) ends with its `add_arguments` and `run`. `COMMANDS` names them all.
 
 Bad input ends in one line naming the bad value and exit code 2; `AHN_DEBUG=1` shows the
 traceback instead."""
@@ -13,19 +17,19 @@ import warnings
 
 # name -> (module, help). The module defines `add_arguments(parser)` and `run(args) -> int`.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "generate": ("ahn.generate", "stream an answer with constant-memory AHN generation"),
-    "read": ("ahn.cli_read", "read a document once into a constant-size memory file"),
-    "ask": ("ahn.cli_ask", "answer questions from a memory file without re-reading the document"),
-    "export": ("ahn.cli_export", "write an AHN in the official ByteDance checkpoint layout"),
+    "generate": ("ahn.cli.generate", "stream an answer with constant-memory AHN generation"),
+    "read": ("ahn.cli.read", "read a document once into a constant-size memory file"),
+    "ask": ("ahn.cli.ask", "answer questions from a memory file without re-reading the document"),
+    "export": ("ahn.cli.export", "write an AHN in the official ByteDance checkpoint layout"),
     "flops": ("ahn.eval.flops", "FLOPs and cache bytes of full attention vs AHN from a config"),
-    "eval": ("ahn.eval.cli", "full / sliding / AHN side by side on long-context tasks"),
-    "train": ("ahn.train.cli", "train an AHN for a base model by self-distillation"),
+    "eval": ("ahn.cli.eval", "full / sliding / AHN side by side on long-context tasks"),
+    "train": ("ahn.cli.train", "train an AHN for a base model by self-distillation"),
     "demo": (
         "ahn.demo.real",
         "the shipped AHN on a real LLM: full / sliding / AHN on held-out text",
     ),
     "demo-toy": (
-        "ahn.demo.cli",
+        "ahn.demo.toy",
         "train an AHN on the shipped toy base in minutes; compare methods",
     ),
     "fetch-base": ("ahn.bases", "download and convert a real base model into the local cache"),
