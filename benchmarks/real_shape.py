@@ -30,6 +30,7 @@ Four parts, each measured side by side in this one run:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import subprocess
@@ -244,8 +245,23 @@ def breakdown(model, optimizer, params, batch, config, env, top=12):
     return rows
 
 
-def measure(model, method: str, length: int, args) -> tuple[float, float]:
-    """(prefill s, median decode ms/token) of one method on `length` random tokens."""
+def in_method(model, method: str, args) -> contextlib.ExitStack:
+    """The contexts that run `model` as `method` (full / sliding / ahn / ahn+store), no grad."""
+    import torch
+
+    import ahn
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.no_grad())
+    stack.enter_context(ahn.mode(model, method.removesuffix("+store")))
+    salient = args.salient if method == "ahn+store" else 0
+    stack.enter_context(ahn.window(model, salient=salient))
+    return stack
+
+
+def measure(model, method: str, length: int, args):
+    """(prefill s, median decode ms/token, the cache after) of one method (no @compiled
+    suffix) on `length` random tokens."""
     import torch
 
     import ahn
@@ -253,14 +269,10 @@ def measure(model, method: str, length: int, args) -> tuple[float, float]:
     ids = torch.randint(
         0, model.config.vocab_size, (1, length), generator=torch.Generator().manual_seed(0)
     )
-    salient = args.salient if method == "ahn+store" else 0
-    with (
-        torch.no_grad(),
-        ahn.mode(model, method.removesuffix("+store")),
-        ahn.window(model, salient=salient),
-    ):
+    with in_method(model, method, args):
+        cache = ahn.new_cache(model) if method != "full" else None
         start = time.perf_counter()
-        out = model(ids, cache=ahn.new_cache(model), use_cache=True, logits_to_keep=1)
+        out = model(ids, cache=cache, use_cache=True, logits_to_keep=1)
         prefill = time.perf_counter() - start
         steps = []
         for _ in range(args.decode_tokens):
@@ -268,20 +280,18 @@ def measure(model, method: str, length: int, args) -> tuple[float, float]:
             start = time.perf_counter()
             out = model(token, cache=out.cache, use_cache=True)
             steps.append(time.perf_counter() - start)
-    return prefill, 1000 * statistics.median(steps)
+    return prefill, 1000 * statistics.median(steps), out.cache
 
 
 def compile_part(args, report):
     """Eager and compiled (`ahn.compile`) side by side in one process: two models of the same
     weights, every case measured once per round, rounds interleaved (these machines drift
     within minutes); medians over the rounds."""
-    import ahn
 
     eager, compiled = build_model(args), build_model(args)
     start = time.perf_counter()
     for method in ("ahn", "ahn+store"):
-        salient = args.salient if method == "ahn+store" else 0
-        with ahn.mode(compiled, "ahn"), ahn.window(compiled, salient=salient):
+        with in_method(compiled, method, args):
             compile_and_warm_up(compiled)
     compile_s = time.perf_counter() - start
     cases = [("sliding", eager, "sliding"), ("ahn", eager, "ahn"),
@@ -298,7 +308,7 @@ def compile_part(args, report):
         times = {name: [] for name, *_ in cases}
         for _ in range(args.rounds):
             for name, model, method in cases:
-                times[name].append(measure(model, method, length, args))
+                times[name].append(measure(model, method, length, args)[:2])
         median = {n: [statistics.median(t[i] for t in ts) for i in (0, 1)]
                   for n, ts in times.items()}  # fmt: skip
         base = median["sliding"]
@@ -324,33 +334,16 @@ def inference_worker(args) -> dict:
     model = build_model(args)
     if profile:
         return profile_worker(model, method, int(length), args)
-    ids = torch.randint(
-        0, model.config.vocab_size, (1, int(length)), generator=torch.Generator().manual_seed(0)
-    )
-    base_method = method.removesuffix(COMPILED)
-    salient = args.salient if base_method == "ahn+store" else 0
-    with (
-        torch.no_grad(),
-        ahn.mode(model, base_method.removesuffix("+store")),
-        ahn.window(model, salient=salient),
-    ):
-        compile_s = compile_and_warm_up(model) if method.endswith(COMPILED) else None
-        cache = ahn.new_cache(model) if method != "full" else None
-        start = time.perf_counter()
-        out = model(ids, cache=cache, use_cache=True, logits_to_keep=1)
-        prefill = time.perf_counter() - start
-        cache, token = out.cache, out.logits[:, -1:].argmax(-1)
-        steps = []
-        for _ in range(args.decode_tokens):
-            start = time.perf_counter()
-            out = model(token, cache=cache, use_cache=True)
-            steps.append(time.perf_counter() - start)
-            cache, token = out.cache, out.logits[:, -1:].argmax(-1)
+    base_method, compile_s = method.removesuffix(COMPILED), None
+    if method.endswith(COMPILED):
+        with in_method(model, base_method, args):
+            compile_s = compile_and_warm_up(model)
+    prefill, decode_ms, cache = measure(model, base_method, int(length), args)
     return {
         "method": method,
         "length": int(length),
         "prefill_s": prefill,
-        "decode_ms": 1000 * statistics.median(steps),
+        "decode_ms": decode_ms,
         "cache_mib": ahn.cache_bytes(cache) / 2**20,
         "peak_rss_mib": peak_rss_bytes() / 2**20,
         "compile_s": compile_s,
