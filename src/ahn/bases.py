@@ -112,6 +112,8 @@ def resolve_base(name_or_path: str | os.PathLike) -> str:
     AHN, not a typo of a known name (close matches are suggested)."""
     import difflib
 
+    from ahn.checkpoint import CONFIG_NAME
+
     text = str(name_or_path)
     path = Path(text).expanduser()
     if text not in BASES and not path.exists() and not _looks_like_repo_id(text):
@@ -122,7 +124,7 @@ def resolve_base(name_or_path: str | os.PathLike) -> str:
             f"or a Hub id (owner/name){hint}"
         )
     found = Path(resolve(text, kind="base"))
-    if (found / "ahn_config.json").is_file():
+    if (found / CONFIG_NAME).is_file():
         raise ValueError(
             f"base {text!r} is an AHN directory (ahn.save output): pass it as --ahn, and the "
             "base model it was trained for as --base"

@@ -1,13 +1,14 @@
 """`ahn.compile(model)`: the memory's per-op-bound pieces through `torch.compile`.
 
-A memory module's decode step, gates and readout are a few dozen small fp32 ops per layer and
-token; eager PyTorch runs each as its own kernel, which is what the memory costs over the plain
-window when decoding. Inductor fuses them (C++/OpenMP on CPU with the machine's compiler, Triton
-on CUDA): at SmolLM2's shape the decode step took 226 instead of 385 us per layer. Left eager:
-the gate projection (one matmul; compiled it took longer, the call overhead exceeding what
-fusion saves) and the chunk kernels (written around reused `out=` buffers, which the compiler
-does not take: compiled as they are they ran 1.7x slower). Eager stays the default and the
-reference; tests hold the compiled pieces equal to it.
+A memory module's decode call (the new token's gate projection and the step with the token it
+evicts), step, gates and readout are a few dozen small fp32 ops per layer and token; eager
+PyTorch runs each as its own kernel. Inductor fuses them (C++/OpenMP on CPU with the machine's
+compiler, Triton on CUDA): at SmolLM2's shape the decode call alone took 163 instead of 288 us,
+though whole decoded tokens of the 30-layer model gained less than the machine's noise
+(docs/benchmarks.md). Left eager: the gate projection on its own (one matmul; compiled, the
+call overhead exceeded what fusion saves) and the chunk kernels (written around reused `out=`
+buffers, which the compiler does not take: compiled as they are they ran 1.7x slower). Eager
+stays the default and the reference; tests hold the compiled pieces equal to it.
 
 The pieces are compiled once per function, not per layer (the 30 layers of a model share one
 graph), with the token dimension dynamic: a prompt of another length, a chunk of another size

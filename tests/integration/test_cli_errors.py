@@ -145,3 +145,20 @@ def test_an_ahn_hub_id_not_in_the_cache_is_named_as_an_ahn(tmp_path, monkeypatch
     with pytest.raises(FileNotFoundError) as err:
         resolve("org/missing-ahn", cache_dir=str(tmp_path / "hub"), kind="AHN")
     assert "AHN 'org/missing-ahn'" in str(err.value) and "known base" not in str(err.value)
+
+
+def test_ahn_lm_eval_ends_bad_input_in_one_line(monkeypatch, capsys):
+    pytest.importorskip("lm_eval")
+    import lm_eval.__main__
+
+    from ahn.eval.harness import cli
+
+    def bad_args():
+        raise ValueError("model_args key 'windw' is not an argument\nof the ahn model")
+
+    monkeypatch.setattr(lm_eval.__main__, "cli_evaluate", bad_args)
+    with pytest.raises(SystemExit) as done:
+        cli()
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and err.count("\n") == 1
+    assert err.startswith("ahn-lm-eval: error: model_args key 'windw'") and "Traceback" not in err

@@ -60,10 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(module.run(args) or 0)
     except (ValueError, OSError) as err:  # bad input: one line (AHN_DEBUG=1: the traceback)
-        if os.environ.get("AHN_DEBUG"):
+        if debugging():
             raise
-        print(f"ahn {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
+        return error_line(f"ahn {args.command}", err)
     except KeyboardInterrupt:
         print(f"ahn {args.command}: interrupted", file=sys.stderr)
         return 130
@@ -71,12 +70,27 @@ def main(argv: list[str] | None = None) -> int:
         warnings.formatwarning = python_format
 
 
+def debugging() -> bool:
+    """`AHN_DEBUG` is set: show tracebacks and Python's warning format."""
+    return bool(os.environ.get("AHN_DEBUG"))
+
+
+def one_line(text) -> str:
+    return " ".join(str(text).split())
+
+
+def error_line(prog: str, err: Exception) -> int:
+    """Print `PROG: error: ...` on one line to stderr; returns the exit code for bad input, 2."""
+    print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
+    return 2
+
+
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     """Warnings as `ahn: warning: ...` lines, without the source path and line (AHN_DEBUG=1
     keeps Python's format)."""
-    if os.environ.get("AHN_DEBUG"):
+    if debugging():
         return _PYTHON_FORMAT(message, category, filename, lineno, line)
-    return f"ahn: warning: {' '.join(str(message).split())}\n"
+    return f"ahn: warning: {one_line(message)}\n"
 
 
 _PYTHON_FORMAT = warnings.formatwarning

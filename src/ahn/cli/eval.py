@@ -11,7 +11,7 @@ from ahn.flags import add_dataclass_arguments, from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_model_arguments(parser, mode=False)
+    add_model_arguments(parser, modes=())
     parser.add_argument("--output", required=True, help="output directory")
     add_dataclass_arguments(parser, EvalConfig, required=("tasks",))
 

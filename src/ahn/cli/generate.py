@@ -13,15 +13,15 @@ from ahn import dtypes
 from ahn.config import MODES
 
 
-def add_model_arguments(parser, mode: bool = True, modes: tuple[str, ...] = MODES) -> None:
+def add_model_arguments(parser, modes: tuple[str, ...] = MODES) -> None:
     """--base / --ahn / [--mode (one of `modes`) / --salient] / --dtype / --device / --compile:
-    how every inference command (generate, read, ask, eval) loads a model (eval has its own
-    lossless-size flags)."""
+    how every inference command (generate, read, ask, eval) loads a model; no `modes`, no
+    --mode / --salient (eval has its own method and lossless-size flags)."""
     parser.add_argument(
         "--base", required=True, help="base model directory, Hub id, or a name of `ahn fetch-base`"
     )
     parser.add_argument("--ahn", help="AHN directory or Hub id (ahn.save output or official)")
-    if mode:
+    if modes:
         parser.add_argument(
             "--mode",
             choices=modes,
@@ -41,7 +41,7 @@ def add_model_arguments(parser, mode: bool = True, modes: tuple[str, ...] = MODE
     parser.add_argument("--compile", action="store_true", help=COMPILE_HELP)
 
 
-COMPILE_HELP = "torch.compile the memory's small ops (ahn.compile): faster decoding after seconds"
+COMPILE_HELP = "torch.compile the memory's small ops (ahn.compile; measured in docs/benchmarks.md)"
 
 
 def device_of(name: str | None):

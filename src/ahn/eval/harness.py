@@ -99,15 +99,15 @@ def _int(value, name: str) -> int | None:
 
 def cli() -> None:
     """`ahn-lm-eval`: lm-eval's command line, with the `ahn` model registered."""
-    import os
     import sys
 
     from lm_eval.__main__ import cli_evaluate
 
+    from ahn.cli import debugging, error_line
+
     try:
         cli_evaluate()
     except (ValueError, OSError, TypeError) as err:  # bad input: one line (AHN_DEBUG=1: all)
-        if os.environ.get("AHN_DEBUG"):
+        if debugging():
             raise
-        print(f"ahn-lm-eval: error: {' '.join(str(err).split())}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(error_line("ahn-lm-eval", err))
