@@ -117,8 +117,15 @@ def test_two_processes_equal_one_with_the_doubled_batch(
     for part in ("ahn", "optimizer"):
         assert one[part].keys() == two[part].keys()
         for name in one[part]:
+            # Two processes sum the same per-sample gradients in another order. The round-off
+            # of a sum is relative to the magnitudes of its terms, i.e. to the tensor's scale,
+            # not to one element's value: an element that ends near zero carries the same
+            # absolute error as the rest (seen: 1.09e-6 on an Intel Xeon where 1e-6 was fixed).
+            # So the absolute tolerance is relative to the tensor's largest element.
+            ref = one[part][name]
+            scale = float(ref.abs().max()) if ref.numel() else 0.0
             torch.testing.assert_close(
-                two[part][name], one[part][name], rtol=1e-4, atol=1e-6, msg=name
+                two[part][name], ref, rtol=1e-4, atol=1e-4 * scale + 1e-12, msg=name
             )
     for a, b in zip(one["log"], two["log"], strict=True):
         assert (a["sinks"], a["window"], a["loss_tokens"]) == (
