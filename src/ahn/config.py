@@ -12,7 +12,11 @@ from ahn.registry import MEMORY_TYPES, rule
 # The salient store's scores (ahn.integration.store.SCORES, named here without importing torch).
 SCORE_NAMES = ("novelty", "surprise", "write_gate", "value_norm")
 
-__all__ = ["MEMORY_TYPES", "MODES", "SCORE_NAMES", "AHNConfig"]
+# Where the base sees the keys it attends (SPEC §2c): "original" (every key at its own RoPE
+# position, the paper) or "bounded" (sinks and stored keys within S + G + W of the query).
+POSITIONS = ("original", "bounded")
+
+__all__ = ["MEMORY_TYPES", "MODES", "POSITIONS", "SCORE_NAMES", "AHNConfig"]
 
 # "store": the ablation sinks + salient store + window, the memory's read left out (the memory
 # still runs: the store's scores come from it)
@@ -34,6 +38,11 @@ class AHNConfig:
         salient: evicted tokens kept exactly per layer and KV head beside the memory (the
             salient store, SPEC §2b); 0 (the default) is the AHN of the paper.
         salient_score: how the store ranks evicted tokens, one of `SCORE_NAMES`.
+        positions: where the base sees sinks and stored keys, one of `POSITIONS` (SPEC §2c):
+            "original" keeps their RoPE positions (past the base's context they sit at
+            distances it never saw); "bounded" sees them within `sinks + salient + window` of
+            the query, the window at its true distances. An AHN saved without this field
+            (official checkpoints, AHNs saved before it existed) loads with "original".
     """
 
     memory: str = "gated_deltanet"
@@ -44,6 +53,7 @@ class AHNConfig:
     norm_eps: float = 1e-5
     salient: int = 0
     salient_score: str = "novelty"
+    positions: str = "original"
 
     def __post_init__(self) -> None:
         rule(self.memory)  # a clear error for an unknown rule
@@ -52,6 +62,8 @@ class AHNConfig:
         _check_int("salient", self.salient, minimum=0)
         if self.salient_score not in SCORE_NAMES:
             raise ValueError(f"salient_score={self.salient_score!r} is not one of {SCORE_NAMES}")
+        if self.positions not in POSITIONS:
+            raise ValueError(f"positions={self.positions!r} is not one of {POSITIONS}")
         _check_int("prefill_chunk", self.prefill_chunk, minimum=1)
         if self.layers is not None:
             self.layers = list(self.layers)
@@ -70,7 +82,7 @@ class AHNConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown AHNConfig fields {unknown}; valid fields: {sorted(known)}")
-        return cls(**data)
+        return cls(**{"positions": "original", **data})  # saved before SPEC §2c: the paper's
 
     def to_json_file(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")

@@ -115,14 +115,25 @@ def test_lengths_that_do_not_parse(text):
         parse_length(text)
 
 
-def test_full_attention_beyond_the_base_context_warns():
+def test_beyond_the_base_context_warns_where_positions_leave_its_range():
     model = make_ahn_model(window=8, sinks=2)
     model.config.max_position_embeddings = 32
     ids = torch.randint(0, 97, (1, 40))
     with ahn.mode(model, "full"), pytest.warns(UserWarning, match="max_position_embeddings=32"):
         model(ids)
+    # positions "original": the sinks sit beyond the base's range; the warning names the cure
+    with pytest.warns(UserWarning, match="positions='bounded'"):
+        model(ids)
+    with ahn.mode(model, "sliding"), pytest.warns(UserWarning, match="positions='original'"):
+        model(ids)
+    cache = ahn.new_cache(model)  # once per cache, not once per prefill chunk
+    with pytest.warns(UserWarning) as seen:
+        for a in range(0, 40, 8):
+            model(ids[:, a : a + 8], cache=cache, use_cache=True)
+    assert len(seen) == 1
+    ahn.set_window(model, positions="bounded")
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # ahn and sliding modes attend to sinks + window only
+        warnings.simplefilter("error")  # every key within sinks + window of its query
         model(ids)
         with ahn.mode(model, "sliding"):
             model(ids)

@@ -116,7 +116,7 @@ def test_selection_is_the_naive_per_query_top_g(window, sinks, G, chunk):
         n = max(0, view.k_loc.shape[-2] - window)
         s = scores[..., view.start : view.start + n].clone()
         s[..., : max(0, sinks - view.start)] = -torch.inf  # sinks are never stored
-        out, store = store_attention(q[..., a:b, :], view, ctx, D**-0.5, s if n else None)
+        out, store = store_attention(q[..., a:b, :], None, view, ctx, D**-0.5, s if n else None)
         layer.commit(view, b - a, None, store)
         outs.append(out)
     got = torch.cat(outs, dim=1)  # [B, T, H, D]

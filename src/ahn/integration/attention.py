@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ahn.integration.cache import AHNLayer, Lossless, LosslessView
+from ahn.integration.positions import Rerotation, far_turn, horizon, two_frames
 from ahn.integration.store import SCORES, Evicted, advance
 
 # Queries processed per block in the parallel path: each block sees sinks + window + block
@@ -39,6 +40,7 @@ class LayerContext:
     salient: int = 0  # salient store entries per KV head (0 when off or the memory is off)
     score: str = "novelty"  # the store's score, a name of `ahn.integration.store.SCORES`
     read_memory: bool = True  # False in mode "store": the memory runs, its read is left out
+    far: Rerotation | None = None  # positions "bounded": sinks and store in their own frame
 
 
 def ahn_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -78,8 +80,9 @@ def windowed_step(q, k_new, v_new, ctx: LayerContext, scaling):
         if isinstance(ctx.cache_layer, AHNLayer)
         else AHNLayer(Lossless(ctx.window, ctx.sinks, ctx.salient))
     )
+    q_far = far_queries(q, layer.seen, ctx)
     if _plain_decode(q.shape[-2], ctx, layer):
-        return decode_step(q, k_new, v_new, ctx, layer, scaling)
+        return decode_step(q, q_far, k_new, v_new, ctx, layer, scaling)
     gates_new = out_gate = None
     if ctx.memory is not None:
         gates_new, out_gate = ctx.memory.project(ctx.x)  # logits [B, C, H, G], [B, C, H]
@@ -88,9 +91,9 @@ def windowed_step(q, k_new, v_new, ctx: LayerContext, scaling):
     if ctx.memory is not None:  # first: the store ranks evicted tokens by what the memory saw
         mem, state, scores, score_state = memory_read(q, view, ctx, layer, out_gate)
     if view.store is None:
-        out, store = lossless_attention(q, view, ctx, scaling), None  # [B, C, H, D]
+        out, store = lossless_attention(q, q_far, view, ctx, scaling), None  # [B, C, H, D]
     else:
-        out, store = store_attention(q, view, ctx, scaling, scores)
+        out, store = store_attention(q, q_far, view, ctx, scaling, scores)
     if mem is not None and ctx.read_memory:
         if mem.shape[1] == out.shape[1]:
             out = out + mem
@@ -118,20 +121,33 @@ def _plain_decode(C: int, ctx: LayerContext, layer: AHNLayer) -> bool:
     )
 
 
-def decode_step(q, k_new, v_new, ctx: LayerContext, layer: AHNLayer, scaling):
+def far_queries(q, seen: int, ctx: LayerContext) -> torch.Tensor | None:
+    """The queries [B, H, C, D] as the sinks and the store see them (`positions.far_turn`), or
+    None when they see them at the original positions: under "original", and for a chunk whose
+    queries are all within the horizon (turned by 0, they would equal `q`)."""
+    C = horizon(ctx.sinks, ctx.salient, ctx.window)
+    last = seen + q.shape[-2] - 1
+    if ctx.far is None or last - int(ctx.pad.min()) <= C:
+        return None
+    slots = torch.arange(seen, last + 1, device=q.device)
+    return ctx.far.back(q, far_turn(slots, ctx.pad, C))
+
+
+def decode_step(q, q_far, k_new, v_new, ctx: LayerContext, layer: AHNLayer, scaling):
     """`windowed_step` of one decoded token with a full window: the memory absorbs the oldest
     window token and reads with q (`MemoryModule.decode`, the projection of the new token
     included), the attention covers sinks + window. q: [B, H, 1, D]. Returns [B, 1, H, D]."""
     evicted = layer.keys[..., :1, :], layer.values[..., :1, :], layer.gates[:, :1]
     mem, state, z_new = ctx.memory.decode(ctx.x, q, *evicted, layer.state)
     view = layer.view(k_new, v_new, z_new, ctx.pad)
-    out = lossless_attention(q, view, ctx, scaling)  # [B, 1, H, D]
+    out = lossless_attention(q, q_far, view, ctx, scaling)  # [B, 1, H, D]
     layer.commit(view, 1, state)
     return out + mem if ctx.read_memory else out
 
 
-def lossless_attention(q, view: LosslessView, ctx: LayerContext, scaling):
-    """Softmax attention of each query over its sinks and its window, in query blocks."""
+def lossless_attention(q, q_far, view: LosslessView, ctx: LayerContext, scaling):
+    """Softmax attention of each query over its sinks and its window, in query blocks; q_far:
+    the queries of the sinks' frame (`far_queries`) or None."""
     C = q.shape[-2]
     block = QUERY_BLOCK
     outs = []
@@ -141,11 +157,12 @@ def lossless_attention(q, view: LosslessView, ctx: LayerContext, scaling):
         lo = max(0, view.seen + a - ctx.window + 1 - view.start)
         hi = view.seen + b - view.start
         ok = _block_mask(view.seen + a, b - a, view.start + lo, hi - lo, view, ctx)
-        k = torch.cat([view.sink_k, view.k_loc[..., lo:hi, :]], dim=-2)
-        v = torch.cat([view.sink_v, view.v_loc[..., lo:hi, :]], dim=-2)
+        qb, k, v = two_frames(q[..., a:b, :], None if q_far is None else q_far[..., a:b, :],
+                              view.sink_k, view.sink_v,
+                              view.k_loc[..., lo:hi, :], view.v_loc[..., lo:hi, :])  # fmt: skip
         outs.append(
             F.scaled_dot_product_attention(
-                q[..., a:b, :], k, v, attn_mask=ok[:, None], scale=scaling, enable_gqa=True
+                qb, k, v, attn_mask=ok[:, None], scale=scaling, enable_gqa=True
             )
         )
     return torch.cat(outs, dim=-2).transpose(1, 2)
@@ -176,13 +193,16 @@ def _sink_mask(q0: int, q_slot, view: LosslessView, ctx: LayerContext) -> torch.
     return view.sink_ok[:, None, :] & (sink_slot[:, None, :] <= q_slot[None, :, None])
 
 
-def store_attention(q, view: LosslessView, ctx: LayerContext, scaling, scores):
+def store_attention(q, q_far, view: LosslessView, ctx: LayerContext, scaling, scores):
     """`lossless_attention` with the salient store: one softmax over sinks, store and window.
 
     scores: [B, Hkv, n] of the n tokens this chunk evicts (k_loc[..., :n]; -inf: never
     stored), or None when it evicts none. Query blocks run in order: each ranks the tokens its
     queries evict against the store it starts with (`advance`), and a key is visible to query
-    t while `slot <= t < expiry`. Returns (out [B, C, H, D], the store after the chunk).
+    t while `slot <= t < expiry`. With `q_far` (positions "bounded") a key evicted in the block
+    is attended twice over: in the window at its own position while `t < slot + W`, then from
+    the store's frame (turned like the store's keys) until it expires. Returns
+    (out [B, C, H, D], the store after the chunk, its keys in the store's frame).
     """
     (B, H, C, _), Hkv = q.shape, view.k_loc.shape[1]
     W, device, store = ctx.window, q.device, view.store
@@ -199,6 +219,9 @@ def store_attention(q, view: LosslessView, ctx: LayerContext, scaling, scores):
         m = e_hi - lo
         ok_new = s_new > float("-inf")
         k_ev, v_ev = k_loc[..., :m, :], v_loc[..., :m, :]
+        if q_far is not None:  # stored keys in the far frame, turned as the evicting queries
+            turn = far_turn(k_slot[:m] + W, ctx.pad, horizon(ctx.sinks, ctx.salient, W))
+            k_ev = ctx.far.back(k_ev, turn)
         E_store, E_new, kept = advance(store, k_ev, v_ev, k_slot[:m], s_new, ok_new, W, q1 - 1)
         E_win = torch.cat([E_new, (k_slot[m:] + W).expand(B, Hkv, -1)], dim=-1)  # [B, Hkv, Tk]
         q_slot = torch.arange(q0, q1, device=device)[:, None]  # [Tq, 1]
@@ -209,14 +232,19 @@ def store_attention(q, view: LosslessView, ctx: LayerContext, scaling, scores):
             local = local | _let_padding_attend_itself(lone, q_slot[:, 0], k_slot, ctx.pad)[:, None]
         in_store = store.ok[:, :, None, :] & (q_slot < E_store[:, :, None, :])  # [B, Hkv, Tq, G]
         sinks = _sink_mask(q0, q_slot[:, 0], view, ctx)[:, None].expand(-1, Hkv, -1, -1)
-        ok = torch.cat([sinks, in_store, local], dim=-1)  # [B, Hkv, Tq, S + G + Tk]
+        far_k, far_v = [view.sink_k, store.k], [view.sink_v, store.v]
+        masks, qb_far = [sinks, in_store], None
+        if q_far is not None:  # the evicted keys' store part, apart from their window part
+            stored = q_slot >= k_slot[:m] + W  # [Tq, m]
+            masks.append(local[..., :m] & stored)
+            local = local & (q_slot < k_slot + W)
+            far_k, far_v, qb_far = far_k + [k_ev], far_v + [v_ev], q_far[..., a:b, :]
+        ok = torch.cat([*masks, local], dim=-1)  # [B, Hkv, Tq, S + G (+ m) + Tk]
         ok = ok[:, :, None].expand(-1, -1, H // Hkv, -1, -1).flatten(1, 2)  # [B, H, Tq, L]
-        k = torch.cat([view.sink_k, store.k, k_loc], dim=-2)
-        v = torch.cat([view.sink_v, store.v, v_loc], dim=-2)
+        qb, k, v = two_frames(q[..., a:b, :], qb_far, torch.cat(far_k, dim=-2),
+                              torch.cat(far_v, dim=-2), k_loc, v_loc)  # fmt: skip
         outs.append(
-            F.scaled_dot_product_attention(
-                q[..., a:b, :], k, v, attn_mask=ok, scale=scaling, enable_gqa=True
-            )
+            F.scaled_dot_product_attention(qb, k, v, attn_mask=ok, scale=scaling, enable_gqa=True)
         )
         store = kept
     return torch.cat(outs, dim=-2).transpose(1, 2), store

@@ -23,6 +23,7 @@ from ahn.config import MODES, AHNConfig
 from ahn.integration.attention import ahn_attention
 from ahn.integration.cache import AHNCache, Lossless, ReadsLossless
 from ahn.integration.hooks import attention_pre_hook, decoder_pre_hook
+from ahn.integration.positions import Rerotation, find_rerotation
 from ahn.integration.wrappers import chunked_prefill, continuing_generate, generation_cache
 from ahn.memory import AHN
 from ahn.registry import rule
@@ -47,10 +48,11 @@ class Runtime(ReadsLossless):
     pad_max: int = 0
     handles: list = field(default_factory=list)
     requires_grad: dict = field(default_factory=dict)  # base parameter name -> flag before
+    far: Rerotation | None = None  # the base's RoPE turned back (positions "bounded")
 
     def new_cache(self) -> AHNCache:
         layers = len(self.decoder.layers)
-        return AHNCache(layers, self.windowed, self.window, self.sinks, self.salient)
+        return AHNCache(layers, self.windowed, self.lossless)
 
 
 def augment(model: nn.Module, config: AHNConfig) -> nn.Module:
@@ -87,9 +89,11 @@ def augment(model: nn.Module, config: AHNConfig) -> nn.Module:
         model.config._attn_implementation or "eager",
         decoder,
         windowed,
-        Lossless(config.window, config.sinks, config.salient),
+        Lossless(config.window, config.sinks, config.salient, config.positions),
         requires_grad=before,
+        far=find_rerotation(decoder),
     )
+    _check_positions(rt, config.positions)
     model._ahn_runtime = rt
     rt.handles.append(decoder.register_forward_pre_hook(decoder_pre_hook, with_kwargs=True))
     for i, layer in enumerate(decoder.layers):
@@ -201,18 +205,30 @@ def set_window(
     window: int | None = None,
     sinks: int | None = None,
     salient: int | None = None,
+    positions: str | None = None,
 ) -> None:
     """Run with other lossless sizes from now on (None keeps the current one): `window`,
-    `sinks`, and `salient` store entries per KV head. Caches already holding tokens keep
-    theirs, and are refused at other sizes."""
+    `sinks`, `salient` store entries per KV head, and `positions` (SPEC §2c). Caches already
+    holding tokens keep theirs, and are refused at other sizes."""
     rt = runtime_of(model)
     checked = AHNConfig(
         memory=rt.config.memory,
         window=rt.window if window is None else window,
         sinks=rt.sinks if sinks is None else sinks,
         salient=rt.salient if salient is None else salient,
+        positions=rt.positions if positions is None else positions,
     )
-    rt.lossless = Lossless(checked.window, checked.sinks, checked.salient)
+    _check_positions(rt, checked.positions)
+    rt.lossless = Lossless(checked.window, checked.sinks, checked.salient, checked.positions)
+
+
+def _check_positions(rt: Runtime, positions: str) -> None:
+    if positions == "bounded" and rt.far is None:
+        raise ValueError(
+            "positions='bounded' turns cached keys back with the base's rotary embedding, but "
+            "this model has no `model.rotary_emb` with a `rotate_half` beside its attention; "
+            "use positions='original'"
+        )
 
 
 @contextlib.contextmanager
@@ -221,11 +237,12 @@ def window(
     window: int | None = None,
     sinks: int | None = None,
     salient: int | None = None,
+    positions: str | None = None,
 ):
     """Context manager: temporarily use other lossless sizes (training draws them per step)."""
     rt = runtime_of(model)
     previous = rt.lossless
-    set_window(model, window, sinks, salient)
+    set_window(model, window, sinks, salient, positions)
     try:
         yield model
     finally:

@@ -20,12 +20,14 @@ from ahn.integration.store import Store
 @dataclass(frozen=True)
 class Lossless:
     """The lossless sizes of windowed layers: the first `sinks` tokens, the last `window` and
-    up to `salient` evicted tokens per KV head (the salient store, used when the memory is on).
-    A cache holds one, shared by all its layers; the runtime holds the model's current one."""
+    up to `salient` evicted tokens per KV head (the salient store, used when the memory is on),
+    and where the sinks and the store are seen (`positions`, SPEC §2c). A cache holds one,
+    shared by all its layers; the runtime holds the model's current one."""
 
     window: int
     sinks: int
     salient: int = 0
+    positions: str = "original"
 
 
 class ReadsLossless:
@@ -44,6 +46,10 @@ class ReadsLossless:
     @property
     def salient(self) -> int:
         return self.lossless.salient
+
+    @property
+    def positions(self) -> str:
+        return self.lossless.positions
 
 
 @dataclass
@@ -204,16 +210,15 @@ class AHNCache(ReadsLossless, Cache):
     the whole sequence, its first `get_seq_length()` tokens already cached).
     """
 
-    def __init__(
-        self, num_layers: int, windowed: set[int], window: int, sinks: int, salient: int = 0
-    ) -> None:
-        self.lossless = Lossless(window, sinks, salient)
+    def __init__(self, num_layers: int, windowed: set[int], lossless: Lossless) -> None:
+        self.lossless = lossless
         layers = [
             AHNLayer(self.lossless) if i in windowed else DynamicLayer() for i in range(num_layers)
         ]
         super().__init__(layers=layers)
         self.pad: torch.Tensor | None = None  # [B] long
         self.continuation_only = False
+        self.warned_positions = False  # the beyond-context warning was given for this cache
 
     def copy(self) -> AHNCache:
         """An independent copy (its size is fixed, so copies are cheap): generating from the

@@ -72,13 +72,18 @@ def ahn_cache(rt: Runtime, cache: Cache | None, use_cache: bool) -> AHNCache | N
     if cache.lossless != rt.lossless:
         if cache.get_seq_length() > 0:
             raise ValueError(
-                f"the cache holds {cache.get_seq_length()} tokens read with window="
-                f"{cache.window}, sinks={cache.sinks}, salient={cache.salient}, but the model "
-                f"now runs with window={rt.window}, sinks={rt.sinks}, salient={rt.salient}; use "
-                "the sizes the cache was made with or a new cache (ahn.new_cache(model))"
+                f"the cache holds {cache.get_seq_length()} tokens read with {_sizes(cache)}, but "
+                f"the model now runs with {_sizes(rt)}; use the sizes the cache was made with "
+                "or a new cache (ahn.new_cache(model))"
             )
         cache.resize(rt.lossless)  # still empty: it takes the runtime's sizes
     return cache
+
+
+def _sizes(holder) -> str:
+    sizes = holder.lossless
+    return (f"window={sizes.window}, sinks={sizes.sinks}, salient={sizes.salient}, "
+            f"positions={sizes.positions!r}")  # fmt: skip
 
 
 def decoder_pre_hook(decoder, args, kwargs):
@@ -90,9 +95,12 @@ def decoder_pre_hook(decoder, args, kwargs):
                 "an AHN cache (sinks + window + memory) was passed in mode 'full', which needs "
                 "every past token: switch to the mode it was made in, or pass no cache"
             )
-        _warn_beyond_context(decoder.config, args, kwargs, kwargs.get(key))
+        _warn_beyond_context(decoder.config, args, kwargs, kwargs.get(key), rt.mode)
         return None
     cache = ahn_cache(rt, kwargs.get(key), wants_cache(decoder, kwargs))
+    if rt.positions == "original" and not getattr(cache, "warned_positions", False):
+        if _warn_beyond_context(decoder.config, args, kwargs, cache, rt.mode) and cache is not None:
+            cache.warned_positions = True  # once per cache, not once per prefill chunk
     kwargs[key] = cache
     B, device = _batch_size(args, kwargs)
     mask = kwargs.get("attention_mask")
@@ -120,21 +128,31 @@ def _grown_padding(cache: AHNCache, mask, pad: torch.Tensor) -> torch.Tensor:
     return torch.where(only_padding, pad, cache.pad)
 
 
-def _warn_beyond_context(config, args, kwargs, cache) -> None:
-    """Full attention past `max_position_embeddings` leaves the base's trained range (the AHN
-    and sliding modes attend to sinks + window only): say so, once per call site."""
+def _warn_beyond_context(config, args, kwargs, cache, mode: str) -> bool:
+    """Past `max_position_embeddings` full attention, and the sinks and store of
+    positions="original", sit at RoPE distances the base never saw: say so, once per call
+    site (Python's warning filter), naming what stays in range. Returns whether it warned."""
     limit = getattr(config, "max_position_embeddings", None)
     x = _inputs(args, kwargs)
     if limit is None or x is None:
-        return
+        return False
     total = x.shape[1] + (cache.get_seq_length() if isinstance(cache, Cache) else 0)
-    if total > limit:
-        warnings.warn(
-            f"mode 'full' over {total} tokens: beyond the base's max_position_embeddings="
-            f"{limit}, full attention leaves its trained range (modes 'ahn' and 'sliding' do "
-            "not: they attend to sinks + window only)",
-            stacklevel=2,
-        )
+    if total <= limit:
+        return False
+    what = (
+        "full attention leaves its trained range (modes 'ahn' and 'sliding' with "
+        "positions='bounded' do not)"
+        if mode == "full"
+        else "positions='original' puts the sinks and the store at RoPE distances the base "
+        "never saw; positions='bounded' keeps them within sinks + salient + window "
+        "(ahn.set_window(model, positions='bounded'), --positions bounded)"
+    )
+    warnings.warn(
+        f"mode {mode!r} over {total} tokens: beyond the base's max_position_embeddings="
+        f"{limit}, {what}",
+        stacklevel=2,
+    )
+    return True
 
 
 def attention_pre_hook(attn, args, kwargs):
@@ -156,5 +174,6 @@ def attention_pre_hook(attn, args, kwargs):
     attn._ahn_context = LayerContext(
         x, cache_layer, pad, rt.pad_max, rt.window, rt.sinks, memory, windowed, salient,
         rt.config.salient_score, rt.mode == "ahn",
+        rt.far if rt.positions == "bounded" else None,
     )  # fmt: skip
     return None
