@@ -62,7 +62,8 @@ def test_padded_batch_equals_rows_alone():
     rows = [torch.randint(1, 97, (1, n), generator=gen) for n in (17, 31, 26)]
     width = max(r.shape[1] for r in rows)
     pad = lambda r: torch.nn.functional.pad(r, (width - r.shape[1], 0))
-    batch, mask = torch.cat([pad(r) for r in rows]), torch.cat([pad(torch.ones_like(r)) for r in rows])
+    batch = torch.cat([pad(r) for r in rows])
+    mask = torch.cat([pad(torch.ones_like(r)) for r in rows])
     together = model.generate(batch, attention_mask=mask, max_new_tokens=6, do_sample=False)
     for i, row in enumerate(rows):
         alone = model.generate(row, max_new_tokens=6, do_sample=False)
