@@ -100,6 +100,15 @@ def export_official(model: nn.Module, path: str | os.PathLike, drop_salient: boo
     return path
 
 
+POSITIONS_CARD = {
+    "original": "Positions: every key at its original RoPE position (the paper's setting); past "
+    "the base's context the sinks sit at distances it never saw.",
+    "bounded": "Positions: bounded (SPEC §2c): the sinks and the store are seen within sinks + "
+    "store + window of the query, the window at its true distances, so it reads past the "
+    "base's context.",
+}
+
+
 def model_card(config: AHNConfig, base: str, tensors: dict, training: dict | None) -> str:
     """A Hub model card: YAML front matter (`library_name: ahn`, `base_model`, ...) and a
     short description of the memory and how to load it."""
@@ -110,7 +119,8 @@ def model_card(config: AHNConfig, base: str, tensors: dict, training: dict | Non
         front.append(f"base_model: {base}")
     front += [f"ahn_memory: {config.memory}", f"ahn_window: {config.window}",
               f"ahn_sinks: {config.sinks}", f"ahn_salient: {config.salient}",
-              f"ahn_parameters: {params}", "---", ""]  # fmt: skip
+              f"ahn_positions: {config.positions}", f"ahn_parameters: {params}",
+              "---", ""]  # fmt: skip
     lines = [
         f"# AHN ({config.memory}) for {Path(base).name if base else 'a causal LM'}",
         "",
@@ -127,6 +137,8 @@ def model_card(config: AHNConfig, base: str, tensors: dict, training: dict | Non
             if config.salient
             else []
         ),  # fmt: skip
+        POSITIONS_CARD[config.positions],
+        "",
         "```python",
         "import ahn",
         "from transformers import AutoModelForCausalLM",
@@ -196,6 +208,7 @@ def official_config(hf_config: dict, source: str = "config.json") -> AHNConfig:
         window=window,
         sinks=int(hf_config.get("num_attn_sinks", 0) or 0),
         layers=layers,
+        positions="original",  # the paper's: every key at its own position
     )
 
 

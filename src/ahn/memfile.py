@@ -34,7 +34,8 @@ METADATA_KEY = "ahn_memory"
 AHN_FIELDS = AHNLayer.NAMES
 # What must agree between the file and the model it is loaded into, in the order checked.
 # In the order they are checked: a file from another base is named as such first.
-CHECKED = ("base", "ahn_config", "dtype", "ahn_weights", "mode", "window", "sinks", "salient")
+CHECKED = ("base", "ahn_config", "dtype", "ahn_weights", "mode", "window", "sinks", "salient",
+           "positions")  # fmt: skip
 # Base config fields that change what a cache means (name_or_path is informative only).
 BASE_FIELDS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers",
                "num_attention_heads", "num_key_value_heads", "head_dim", "rope_theta",
@@ -98,6 +99,7 @@ def identity(model: nn.Module, tokenizer=None) -> dict:
         "window": rt.window,
         "sinks": rt.sinks,
         "salient": rt.salient if rt.mode in ("ahn", "store") else 0,
+        "positions": rt.positions,
         "ahn_config": {k: v for k, v in rt.config.to_dict().items() if k != "prefill_chunk"},
         "ahn_weights": weights_sha256(model),
         "base": base_fingerprint(model),
@@ -237,8 +239,18 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise ValueError(f"{path}: cannot read its tensors (truncated?): {err}") from None
 
 
+def _with_defaults(meta: dict) -> dict:
+    """A file's metadata with the fields added since it was written: files from before SPEC
+    §2c were all read with positions "original"."""
+    config = meta.get("ahn_config")
+    if isinstance(config, dict):
+        config = {"positions": "original", **config}
+    return {"positions": "original", **meta, "ahn_config": config}
+
+
 def check_compatible(meta: dict, current: dict, path) -> None:
     """Refuse a memory made for another setup, naming the first field that differs."""
+    meta = _with_defaults(meta)
     for field in CHECKED:
         if meta.get(field) != current[field]:
             raise ValueError(

@@ -91,10 +91,13 @@ def test_lm_eval_model_ahn(saved_base, ahn_dir, tasks, monkeypatch):
     sliding = _run("ahn", f"{base},ahn={ahn_dir},mode=sliding,window=12,sinks=2", tasks)
     with_ahn = _run("ahn", f"{base},ahn={ahn_dir},mode=ahn,window=12,sinks=2", tasks)
     stored = _run("ahn", f"{base},ahn={ahn_dir},mode=ahn,window=12,sinks=2,salient=4", tasks)
+    bounded = _run("ahn", f"{base},ahn={ahn_dir},mode=ahn,window=12,sinks=2,salient=4,"
+                   "positions=bounded", tasks)  # fmt: skip
     rolling = "ahn_tiny_rolling"
-    perplexity = [r[rolling]["word_perplexity,none"] for r in (full, sliding, with_ahn, stored)]
-    assert len(set(perplexity)) == 4  # each mode computed its own (texts exceed the window)
-    for result in (sliding, with_ahn, stored):
+    runs = (full, sliding, with_ahn, stored, bounded)
+    perplexity = [r[rolling]["word_perplexity,none"] for r in runs]
+    assert len(set(perplexity)) == 5  # each mode computed its own (texts exceed the window)
+    for result in (sliding, with_ahn, stored, bounded):
         assert set(result) == set(TASKS)
 
 

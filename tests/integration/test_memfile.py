@@ -25,11 +25,15 @@ def _greedy(model, ids, cache=None, n=8):
     return out[0, -n:].tolist()
 
 
-@pytest.mark.parametrize("salient", [0, 3], ids=["no-store", "store"])
+@pytest.mark.parametrize(
+    "salient, positions",
+    [(0, "original"), (3, "original"), (3, "bounded")],
+    ids=["no-store", "store", "store-bounded"],
+)
 @pytest.mark.parametrize("memory", ["gated_deltanet", "deltanet", "mamba2"])
 @pytest.mark.parametrize("doc_len", [5, 4 * WINDOW + 3])
-def test_loaded_memory_answers_as_one_go(tmp_path, memory, doc_len, salient):
-    model = _model(memory, salient=salient)
+def test_loaded_memory_answers_as_one_go(tmp_path, memory, doc_len, salient, positions):
+    model = _model(memory, salient=salient, positions=positions)
     doc, questions = _ids(doc_len), [_ids(4, seed=1), _ids(6, seed=2)]
     cache = ahn.read(model, doc)
     ahn.save_memory(cache, tmp_path / "doc.ahnmem", model=model)
@@ -135,3 +139,18 @@ def test_memory_with_another_store_size_is_refused(tmp_path):
     ahn.set_window(model, salient=4)
     with pytest.raises(ValueError, match="another salient"):
         ahn.load_memory(model, tmp_path / "doc.ahnmem")
+
+
+def test_memory_read_with_other_positions_is_refused(tmp_path):
+    model = _model(positions="bounded")
+    path = ahn.save_memory(ahn.read(model, _ids(40)), tmp_path / "doc.ahnmem", model=model)
+    assert memfile.read_metadata(path)["positions"] == "bounded"
+    ahn.set_window(model, positions="original")
+    with pytest.raises(ValueError, match="another positions"):
+        ahn.load_memory(model, path)
+
+
+def test_a_file_from_before_positions_reads_as_original():
+    old = {"window": 8, "ahn_config": {"window": 8}}  # written before SPEC §2c
+    assert memfile._with_defaults(old)["positions"] == "original"
+    assert memfile._with_defaults(old)["ahn_config"]["positions"] == "original"

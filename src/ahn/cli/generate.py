@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ahn import dtypes
-from ahn.config import MODES
+from ahn.config import MODES, POSITIONS
 
 
 def add_model_arguments(parser, modes: tuple[str, ...] = MODES) -> None:
@@ -34,6 +34,7 @@ def add_model_arguments(parser, modes: tuple[str, ...] = MODES) -> None:
             help="salient store: evicted tokens kept exactly per layer and KV head in mode ahn "
             "(default: the AHN's own; 0: off)",
         )
+        parser.add_argument("--positions", choices=POSITIONS, help=POSITIONS_HELP)
     parser.add_argument(
         "--dtype", choices=dtypes.CHOICES, default="auto", help="auto: bf16 where it is fast"
     )
@@ -41,6 +42,10 @@ def add_model_arguments(parser, modes: tuple[str, ...] = MODES) -> None:
     parser.add_argument("--compile", action="store_true", help=COMPILE_HELP)
 
 
+POSITIONS_HELP = (
+    "where sinks and store are seen: bounded (within sinks + store + window of the query; "
+    "reads past the base's context) or original (default: the AHN's own)"
+)
 COMPILE_HELP = "torch.compile the memory's small ops (ahn.compile; measured in docs/benchmarks.md)"
 
 
@@ -109,13 +114,13 @@ def load_model(args):
     if mode != "full" and not args.ahn:
         raise ValueError(f"--mode {mode} needs --ahn DIR (the AHN to use)")
     model, tokenizer = load_base(args.base, args.dtype, args.device)
-    if args.salient is not None and not args.ahn:
-        raise ValueError(f"--salient {args.salient} needs --ahn DIR (the store sits beside it)")
+    for flag in ("salient", "positions"):
+        if getattr(args, flag) is not None and not args.ahn:
+            raise ValueError(f"--{flag} {getattr(args, flag)} needs --ahn DIR (the AHN it sets)")
     if args.ahn:
         ahn.load(model, args.ahn)
         ahn.set_mode(model, mode)
-        if args.salient is not None:
-            ahn.set_window(model, salient=args.salient)
+        ahn.set_window(model, salient=args.salient, positions=args.positions)
         if args.compile:
             ahn.compile(model)
     return model, tokenizer, mode

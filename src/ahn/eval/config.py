@@ -6,10 +6,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ahn.config import MODES
+from ahn.config import MODES, POSITIONS
 from ahn.eval import benchmarks, synthetic
 from ahn.eval.flops import parse_length
 from ahn.flags import opt
+
+
+# What a user would run instead past the base's context (full attention), and the sliding
+# window's reference there (`ahn.eval.methods`)
+BASELINES = ("truncated", "yarn", "dynamic", "rebased")
+METHODS = MODES + BASELINES
 
 
 def csv(text: str) -> list[str]:
@@ -46,14 +52,16 @@ class EvalConfig:
             `benchmarks.BENCHMARKS` (files in `data`), or "<benchmark>:all" (every dataset of
             the benchmark whose file is in the folder `data`).
         lengths: token budgets (synthetic), piece lengths (nll), truncation lengths (benchmarks).
-        methods: subset of `MODES` (default full, sliding, ahn; "store" is the ablation without
-            the memory's read).
+        methods: subset of `methods.METHODS` (default full, sliding, ahn; "store" is the
+            ablation without the memory's read; truncated / yarn / dynamic: full attention
+            over the last context's tokens or with transformers' RoPE scaling).
         depths: needle depths of the synthetic tasks (0 = start, 1 = end).
         samples: prompts per (synthetic task, length, depth).
         limit: at most this many items per nll length / benchmark dataset (None: all of them,
             as lm-eval without `--limit`).
         window, sinks: override the model's lossless sizes for "sliding" and "ahn".
         salient: override the salient store's entries per KV head for "ahn" (0: off).
+        positions: override where "sliding" / "ahn" see sinks and store (`POSITIONS`).
         data: documents for "nll" (.jsonl/.txt/dir), benchmark files, or the essay haystack
             text file of the synthetic tasks that need one.
         max_new_tokens: override every task's generation length.
@@ -76,7 +84,10 @@ class EvalConfig:
     methods: list[str] = field(
         default_factory=lambda: ["full", "sliding", "ahn"],
         metadata=opt(
-            "subset of full,sliding,ahn,store (store: the salient store without the memory's read)",
+            "subset of full,sliding,ahn,store,truncated,yarn,dynamic,rebased (store: the salient "
+            "store without the memory's read; truncated: full attention over the base's context; "
+            "yarn / dynamic: full attention with transformers' RoPE scaling; rebased (nll): "
+            "sliding with every target read inside the base's context)",
             parse=csv,
         ),  # fmt: skip
     )
@@ -93,6 +104,10 @@ class EvalConfig:
     sinks: int | None = field(default=None, metadata=opt("override the number of sinks"))
     salient: int | None = field(
         default=None, metadata=opt("override the salient store size per KV head (0: off)")
+    )
+    positions: str | None = field(
+        default=None,
+        metadata=opt("override where sinks and store are seen", choices=POSITIONS),
     )
     data: str | None = field(
         default=None, metadata=opt("documents (nll), benchmark files, or essay haystack")
@@ -125,9 +140,11 @@ class EvalConfig:
                     f"task {task!r} is unknown; valid: {', '.join(synthetic.TASKS)}, "
                     f"{', '.join(synthetic.GROUPS)}, nll, or one of {benchmarks.names()}"
                 )
-        bad = [m for m in self.methods if m not in MODES]
+        bad = [m for m in self.methods if m not in METHODS]
         if bad or not self.methods:
-            raise ValueError(f"methods={self.methods} must be a non-empty subset of {MODES}")
+            raise ValueError(f"methods={self.methods} must be a non-empty subset of {METHODS}")
+        if "rebased" in self.methods and self.tasks != ["nll"]:
+            raise ValueError(f"method 'rebased' reads NLL only: tasks={self.tasks} must be ['nll']")
         if not self.lengths or any(not isinstance(n, int) or n < 1 for n in self.lengths):
             raise ValueError(f"lengths={self.lengths} must be positive integers")
         if any(not 0.0 <= d <= 1.0 for d in self.depths) or not self.depths:

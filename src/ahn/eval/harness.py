@@ -26,8 +26,8 @@ from ahn.config import MODES
 @register_model("ahn")
 class AHNLM(HFLM):
     """`HFLM` with an AHN: `ahn` (an AHN directory or Hub id), `mode` (full / sliding / ahn),
-    `window` / `sinks` / `salient` (the salient store; default: the AHN's own); every other
-    argument is `HFLM`'s."""
+    `window` / `sinks` / `salient` (the salient store) / `positions` (original or bounded, SPEC
+    §2c); default: the AHN's own; every other argument is `HFLM`'s."""
 
     def __init__(
         self,
@@ -37,6 +37,7 @@ class AHNLM(HFLM):
         window: int | None = None,
         sinks: int | None = None,
         salient: int | None = None,
+        positions: str | None = None,
         **kwargs,
     ) -> None:
         import ahn as ahn_lib
@@ -46,15 +47,18 @@ class AHNLM(HFLM):
             raise ValueError(f"mode={mode!r} is not one of {MODES}")
         _check_hflm_arguments(kwargs)
         sizes = (window, sinks, salient)
-        if ahn is None and (mode != "full" or any(x is not None for x in sizes)):
-            raise ValueError(f"mode={mode} / window / sinks / salient need ahn=DIR (the AHN)")
+        if ahn is None and (mode != "full" or any(x is not None for x in (*sizes, positions))):
+            raise ValueError(
+                f"mode={mode} / window / sinks / salient / positions need ahn=DIR (the AHN)"
+            )
         if isinstance(pretrained, str):
             pretrained = resolve_base(pretrained)
         super().__init__(pretrained=pretrained, **kwargs)
         if ahn is not None:
             ahn_lib.load(self.model, ahn)
             names = ("window", "sinks", "salient")
-            ahn_lib.set_window(self.model, *(_int(x, n) for x, n in zip(sizes, names, strict=True)))
+            sizes = (_int(x, n) for x, n in zip(sizes, names, strict=True))
+            ahn_lib.set_window(self.model, *sizes, positions=positions)
             ahn_lib.set_mode(self.model, mode)
 
 
@@ -70,7 +74,7 @@ def _check_hflm_arguments(kwargs: dict) -> None:
     import difflib
     import inspect
 
-    known = {"pretrained", "ahn", "mode", "window", "sinks", "salient"}
+    known = {"pretrained", "ahn", "mode", "window", "sinks", "salient", "positions"}
     known |= set(inspect.signature(HFLM.__init__).parameters) - {"self", "kwargs"}
     for key in kwargs:
         close = [] if key in known else difflib.get_close_matches(key, sorted(known), n=2)

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 import ahn
 from ahn import atomic
-from ahn.eval import benchmarks, metrics, nll, synthetic
+from ahn.eval import benchmarks, methods, metrics, nll, synthetic
 from ahn.eval.config import EvalConfig
 from ahn.integration.augment import runtime_of
 
@@ -138,7 +138,9 @@ def _generate(model, tokenizer, sample, method: str) -> dict:
     stop = {}
     if sample.stop_ids and eos is not None:  # e.g. LongBench's samsum: a newline ends it too
         stop = {"eos_token_id": [eos, *sample.stop_ids], "min_new_tokens": 1}
-    with ahn.mode(model, method):
+    if method == "truncated":
+        input_ids = methods.truncated_prompt(input_ids, model, sample.max_new_tokens)
+    with methods.running(model, method, input_ids.shape[1] + sample.max_new_tokens):
         out, wall, peak = _measure(
             model,
             lambda: model.generate(
@@ -177,8 +179,11 @@ def _nll(model, ids: list[int], method: str, bucket: int, lossless: int) -> dict
     earlier token is kept losslessly and positions that need the memory."""
     device = next(model.parameters()).device
     input_ids = torch.tensor([ids], device=device)
-    with ahn.mode(model, method):
-        values, wall, peak = _measure(model, lambda: nll.token_nll(model, input_ids)[0])
+    score = {"truncated": methods.truncated_nll, "rebased": methods.rebased_nll}.get(
+        method, nll.token_nll
+    )
+    with methods.running(model, method, len(ids)):
+        values, wall, peak = _measure(model, lambda: score(model, input_ids)[0])
     sums, counts = nll.bucket_sums(values.cpu(), bucket)
     return {
         "bucket": bucket,
@@ -297,21 +302,24 @@ def evaluate(model, tokenizer, config: EvalConfig, output_dir: str | Path, progr
     window = rt.window if config.window is None else config.window
     sinks = rt.sinks if config.sinks is None else config.sinks
     salient = rt.salient if config.salient is None else config.salient
+    positions = rt.positions if config.positions is None else config.positions
     model.eval()
     items = list(_items(model, tokenizer, config, sinks + window))
     wanted: list[str] = []
     bar = tqdm(total=len(items) * len(config.methods), disable=not progress, desc="ahn eval")
-    sizes = ahn.window(model, window=window, sinks=sinks, salient=salient)
+    sizes = ahn.window(model, window=window, sinks=sinks, salient=salient, positions=positions)
     with sizes, path.open("a", encoding="utf-8") as f:
         for ident, job in items:
             for method in config.methods:
                 # the store changes "ahn" and "store" only: other keys keep earlier runs
                 store = [salient] if method in ("ahn", "store") and salient else []
-                key = _key(*ident.values(), method, window, sinks, *store)
+                bounded = [positions] if method != "full" and positions != "original" else []
+                key = _key(*ident.values(), method, window, sinks, *store, *bounded)
                 if key not in records:
                     record = {"key": key, **ident, "method": method, **job(method)}
                     records[key] = {**record, "window": window, "sinks": sinks, "run": run_key,
-                                    "salient": salient, "identity": identity}  # fmt: skip
+                                    "salient": salient, "positions": positions,
+                                    "identity": identity}  # fmt: skip
                     f.write(json.dumps(records[key], ensure_ascii=False) + "\n")
                     f.flush()
                 wanted.append(key)

@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ahn import dtypes
-from ahn.config import MEMORY_TYPES, SCORE_NAMES, AHNConfig
+from ahn.config import MEMORY_TYPES, POSITIONS, SCORE_NAMES, AHNConfig
 from ahn.flags import opt
 
 # --loss name -> (weight of KL(teacher || student), weight of the student's CE)
@@ -44,6 +44,10 @@ class TrainConfig:
     )
     salient_score: str = field(
         default="novelty", metadata=opt("how the store ranks evicted tokens", choices=SCORE_NAMES)
+    )
+    positions: str = field(
+        default="original",
+        metadata=opt("where sinks and store are seen (SPEC §2c)", choices=POSITIONS),
     )
     init_ahn: str | None = field(
         default=None,
@@ -145,6 +149,7 @@ class TrainConfig:
             layers=self.layers,
             salient=self.salient,
             salient_score=self.salient_score,
+            positions=self.positions,
         )
 
     def to_dict(self) -> dict:
