@@ -11,7 +11,6 @@ from ahn.eval import benchmarks, synthetic
 from ahn.eval.flops import parse_length
 from ahn.flags import opt
 
-
 # What a user would run instead past the base's context (full attention), and the sliding
 # window's reference there (`ahn.eval.methods`)
 BASELINES = ("truncated", "yarn", "dynamic", "rebased")

@@ -8,8 +8,9 @@ would run instead past the base's context (full attention), and the sliding wind
 - "dynamic": transformers' dynamic NTK RoPE scaling (factor 1: the base grows with the input).
 - "rebased" (NLL only): the sliding window with every target read inside the base's context:
   each block of `context // 2` targets (fewer if sinks + window + block would not fit in the
-  context) is read as the sinks followed by the window before the block and the block, so every RoPE distance is one the base saw (SPEC §2c's reference: what
-  the sliding window gives on the same tokens when positions do not get in the way).
+  context) is read as the sinks followed by the window before the block and the block, so
+  every RoPE distance is one the base saw (SPEC §2c's reference: what the sliding window gives
+  on the same tokens when positions do not get in the way).
 """
 
 from __future__ import annotations
