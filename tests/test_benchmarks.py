@@ -15,6 +15,8 @@ TINY = {
     "real_shape.py": "--layers 1 --batches 1x640 --lengths 640 --decode-tokens 2 --repeats 1 "
     "--parts floor,train,inference,compile --rounds 1",
     "soak.py": "--tokens 3000 --chunk 256 --decode 8 --window 16 --sinks 2",
+    "long_decode.py": "--lengths 64,256 --layers 1 --window 16 --sinks 2 --salient 4 --chunk 32 "
+    "--decode-tokens 2 --rounds 1",
     "train.py": "--seq-lens 64 --hidden 32 --layers 1 --heads 2 --kv-heads 1 --vocab 64 "
     "--window 16 --sinks 2 --repeats 1",
 }
@@ -30,6 +32,7 @@ EXPECT = {
     "soak.py": "(constant), non-finite logits 0",
     "inference.py": "ratios",
     "train.py": "tok",
+    "long_decode.py": "decode 256 / 64",
 }
 
 
