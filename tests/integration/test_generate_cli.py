@@ -96,3 +96,30 @@ def test_chat_without_a_template_is_refused(saved_base, capsys):
     args = ["generate", "--base", str(saved_base), "--prompt", "hi", "--chat"]
     assert main(args) == 2
     assert "chat template" in capsys.readouterr().err
+
+
+def test_prompt_file_then_prompt_is_document_then_question(tmp_path):
+    from argparse import Namespace
+
+    from ahn.cli.generate import prompt_text
+
+    doc = tmp_path / "doc.txt"
+    doc.write_text("A long document.\n\n")
+    both = prompt_text(Namespace(prompt=" What is it? ", prompt_file=str(doc)))
+    assert both == "A long document.\n\nWhat is it?"
+    assert prompt_text(Namespace(prompt=None, prompt_file=str(doc))) == "A long document.\n\n"
+    assert prompt_text(Namespace(prompt="hi", prompt_file=None)) == "hi"
+    with pytest.raises(ValueError, match="--prompt TEXT, --prompt-file FILE, or both"):
+        prompt_text(Namespace(prompt=None, prompt_file=None))
+    with pytest.raises(ValueError, match="--prompt is empty"):
+        prompt_text(Namespace(prompt=" ", prompt_file=str(doc)))
+
+
+def test_positions_flag_sets_the_scheme_and_needs_an_ahn(saved_base, tmp_path, capsys):
+    model = make_model()
+    ahn.augment(model, ahn.AHNConfig(window=8, sinks=2))
+    ahn.save(model, tmp_path / "ahn")
+    base = ["generate", "--base", str(saved_base), "--prompt", "hi", "--max-new-tokens", "2"]
+    assert main([*base, "--positions", "bounded"]) == 2
+    assert "--positions bounded needs --ahn" in capsys.readouterr().err
+    assert main([*base, "--ahn", str(tmp_path / "ahn"), "--positions", "bounded"]) == 0

@@ -82,9 +82,10 @@ def add_decoding_arguments(parser) -> None:
 
 def add_arguments(parser) -> None:
     add_model_arguments(parser)
-    prompt = parser.add_mutually_exclusive_group(required=True)
-    prompt.add_argument("--prompt", help="prompt text")
-    prompt.add_argument("--prompt-file", help="file holding the prompt text")
+    parser.add_argument("--prompt", help="prompt text (after --prompt-file's, when both)")
+    parser.add_argument(
+        "--prompt-file", help="file holding the prompt text (a document; --prompt: the question)"
+    )
     parser.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
     add_decoding_arguments(parser)
 
@@ -266,13 +267,28 @@ def report(mode: str, cache, timing: Timing) -> str:
     )
 
 
+def prompt_text(args) -> str:
+    """--prompt-file's text, then --prompt's after a blank line (a document, then a question
+    about it); one of them alone as it is."""
+    parts = []
+    if args.prompt_file is not None:
+        parts.append((f"--prompt-file {args.prompt_file}", Path(args.prompt_file).read_text()))
+    if args.prompt is not None:
+        parts.append(("--prompt", args.prompt))
+    if not parts:
+        raise ValueError("give --prompt TEXT, --prompt-file FILE, or both (document, question)")
+    for source, text in parts:
+        if not text.strip():
+            raise ValueError(f"{source} is empty: give the text to continue")
+    if len(parts) == 1:
+        return parts[0][1]
+    return parts[0][1].rstrip() + "\n\n" + parts[1][1].strip()
+
+
 def run(args) -> int:
     import torch
 
-    text = Path(args.prompt_file).read_text() if args.prompt_file else args.prompt
-    if not text.strip():
-        source = f"--prompt-file {args.prompt_file}" if args.prompt_file else "--prompt"
-        raise ValueError(f"{source} is empty: give the text to continue")
+    text = prompt_text(args)
     model, tokenizer, mode = load_model(args)
     config = generation_config(model, args)
     torch.manual_seed(args.seed)
