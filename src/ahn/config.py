@@ -39,10 +39,12 @@ class AHNConfig:
             salient store, SPEC §2b); 0 (the default) is the AHN of the paper.
         salient_score: how the store ranks evicted tokens, one of `SCORE_NAMES`.
         positions: where the base sees sinks and stored keys, one of `POSITIONS` (SPEC §2c):
-            "original" keeps their RoPE positions (past the base's context they sit at
-            distances it never saw); "bounded" sees them within `sinks + salient + window` of
-            the query, the window at its true distances. An AHN saved without this field
-            (official checkpoints, AHNs saved before it existed) loads with "original".
+            "bounded" (the default, measured better inside and past the base's context: see
+            docs/positions.md) sees them within `sinks + salient + window` of the query, the
+            window at its true distances; "original" keeps their RoPE positions (the paper's;
+            past the base's context they sit at distances it never saw). An AHN saved without
+            this field (official checkpoints, AHNs saved before it existed) loads with
+            "original".
     """
 
     memory: str = "gated_deltanet"
@@ -53,7 +55,7 @@ class AHNConfig:
     norm_eps: float = 1e-5
     salient: int = 0
     salient_score: str = "novelty"
-    positions: str = "original"
+    positions: str = "bounded"
 
     def __post_init__(self) -> None:
         rule(self.memory)  # a clear error for an unknown rule

@@ -116,7 +116,7 @@ def test_lengths_that_do_not_parse(text):
 
 
 def test_beyond_the_base_context_warns_where_positions_leave_its_range():
-    model = make_ahn_model(window=8, sinks=2)
+    model = make_ahn_model(window=8, sinks=2, positions="original")
     model.config.max_position_embeddings = 32
     ids = torch.randint(0, 97, (1, 40))
     with ahn.mode(model, "full"), pytest.warns(UserWarning, match="max_position_embeddings=32"):

@@ -61,7 +61,7 @@ def write_official(path, model, impl="GatedDeltaNet", merged=False, **extra):
     [("GatedDeltaNet", "gated_deltanet"), ("DeltaNet", "deltanet"), ("Mamba2", "mamba2")],
 )
 def test_official_layout_loads(impl, memory, merged, tmp_path, ids):
-    model = make_ahn_model(memory=memory, window=8, sinks=2)
+    model = make_ahn_model(memory=memory, window=8, sinks=2, positions="original")
     write_official(tmp_path / "official", model, impl, merged=merged)
     loaded = ahn.load(make_model(), tmp_path / "official")
     cfg = loaded._ahn_runtime.config
@@ -159,6 +159,7 @@ def test_load_by_hub_repo_id_from_the_local_hub_cache(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("memory", ["gated_deltanet", "deltanet", "mamba2"])
 def test_export_official_round_trip(memory, tmp_path, ids):
+    """The official layout has no positions scheme: it loads as "original" (the paper's)."""
     model = make_ahn_model(memory=memory, window=8, sinks=2, layers=[1])
     ahn.export_official(model, tmp_path / "official")
     config = json.loads((tmp_path / "official" / "config.json").read_text())
@@ -166,10 +167,12 @@ def test_export_official_round_trip(memory, tmp_path, ids):
     loaded = ahn.load(make_model(), tmp_path / "official")
     cfg = loaded._ahn_runtime.config
     assert (cfg.memory, cfg.window, cfg.sinks, cfg.layers) == (memory, 8, 2, [1])
+    assert cfg.positions == "original"
+    ahn.set_window(model, positions="original")
     assert torch.equal(loaded(ids).logits, model(ids).logits)
 
 
-def test_export_cli(saved_base, tmp_path, ids):
+def test_export_cli(saved_base, tmp_path, ids, capsys):
     from ahn.cli import main
 
     model = make_model()
@@ -180,6 +183,8 @@ def test_export_cli(saved_base, tmp_path, ids):
     assert main(["export", "--base", str(saved_base), "--ahn", str(tmp_path / "ours"),
                  "--official", str(out)]) == 0  # fmt: skip
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    assert "positions='bounded' is not in the official layout" in capsys.readouterr().err
+    ahn.set_window(model, positions="original")
     assert torch.equal(ahn.load(make_model(), out)(ids).logits, model(ids).logits)
 
 

@@ -91,13 +91,13 @@ def test_lm_eval_model_ahn(saved_base, ahn_dir, tasks, monkeypatch):
     sliding = _run("ahn", f"{base},ahn={ahn_dir},mode=sliding,window=12,sinks=2", tasks)
     with_ahn = _run("ahn", f"{base},ahn={ahn_dir},mode=ahn,window=12,sinks=2", tasks)
     stored = _run("ahn", f"{base},ahn={ahn_dir},mode=ahn,window=12,sinks=2,salient=4", tasks)
-    bounded = _run("ahn", f"{base},ahn={ahn_dir},mode=ahn,window=12,sinks=2,salient=4,"
-                   "positions=bounded", tasks)  # fmt: skip
+    original = _run("ahn", f"{base},ahn={ahn_dir},mode=ahn,window=12,sinks=2,salient=4,"
+                    "positions=original", tasks)  # fmt: skip
     rolling = "ahn_tiny_rolling"
-    runs = (full, sliding, with_ahn, stored, bounded)
+    runs = (full, sliding, with_ahn, stored, original)
     perplexity = [r[rolling]["word_perplexity,none"] for r in runs]
     assert len(set(perplexity)) == 5  # each mode computed its own (texts exceed the window)
-    for result in (sliding, with_ahn, stored, bounded):
+    for result in (sliding, with_ahn, stored, original):
         assert set(result) == set(TASKS)
 
 

@@ -34,8 +34,8 @@ def test_sliding_equals_explicit_mask(arch, window, sinks, ids):
     reference = make_model(arch)
     reference.config._attn_implementation = "eager"
     expected = reference(ids, attention_mask=explicit_mask(ids.shape[1], window, sinks)).logits
-    model = make_model(arch)
-    ahn.augment(model, ahn.AHNConfig(window=window, sinks=sinks))
+    model = make_model(arch)  # the mask places every key at its own position: "original"
+    ahn.augment(model, ahn.AHNConfig(window=window, sinks=sinks, positions="original"))
     randomize_ahn(model)
     with ahn.mode(model, "sliding"):
         torch.testing.assert_close(model(ids).logits, expected, atol=2e-5, rtol=1e-4)

@@ -74,7 +74,7 @@ def test_padded_batch_equals_rows_alone():
 def test_bounded_is_original_up_to_the_horizon(salient, ids):
     """Up to C = S + G + W - 1 every distance is the original one: the same logits, bit for bit;
     beyond it they differ."""
-    original = make_ahn_model(window=8, sinks=2, salient=salient)
+    original = make_ahn_model(window=8, sinks=2, salient=salient, positions="original")
     bounded = make_ahn_model(window=8, sinks=2, salient=salient, positions="bounded")
     C = 2 + salient + 8 - 1
     assert torch.equal(original(ids[:, : C + 1]).logits, bounded(ids[:, : C + 1]).logits)
@@ -155,7 +155,7 @@ def test_attention_is_the_per_query_reference(salient, chunk):
 
 
 def test_a_cache_keeps_its_positions_and_bad_values_are_named(ids):
-    model = make_ahn_model(window=6, sinks=2)
+    model = make_ahn_model(window=6, sinks=2, positions="original")
     cache = model(ids, use_cache=True).cache
     ahn.set_window(model, positions="bounded")
     with pytest.raises(ValueError, match="positions='original'"):

@@ -29,7 +29,13 @@ def run(args) -> int:
     ahn.load(model, args.ahn)
     path = ahn.export_official(model, args.official, drop_salient=args.drop_salient)
     print(f"[ahn] wrote {path} (model.safetensors + config.json, official layout)", file=sys.stderr)
-    salient = runtime_of(model).config.salient
+    config = runtime_of(model).config
+    if config.positions != "original":
+        print(f"[ahn] positions={config.positions!r} is not in the official layout: the official "
+              "code and ahn.load of it read every key at its original position "
+              "(ahn.set_window(model, positions=...) sets it after loading)",
+              file=sys.stderr)  # fmt: skip
+    salient = config.salient
     if salient:
         print(f"[ahn] the salient store (salient={salient}) was dropped: the official layout "
               "has none", file=sys.stderr)  # fmt: skip

@@ -46,7 +46,7 @@ class TrainConfig:
         default="novelty", metadata=opt("how the store ranks evicted tokens", choices=SCORE_NAMES)
     )
     positions: str = field(
-        default="original",
+        default="bounded",
         metadata=opt("where sinks and store are seen (SPEC §2c)", choices=POSITIONS),
     )
     init_ahn: str | None = field(
