@@ -55,8 +55,8 @@ def main() -> None:
     for label, (xs, ys) in sorted(curves(args.dirs, args.bin).items()):
         ax.plot(xs, ys, styles.get(label, "o-"), ms=3, label=label)
     ax.axvline(args.context, color="grey", ls="--", lw=0.8)
-    ax.set(xlabel="position (tokens)", ylabel=f"NLL (mean per {args.bin} positions)",
-           title="Held-out stdlib stream, SmolLM2-135M-Instruct, 32 sinks + 480 window")  # fmt: skip
+    title = "Held-out stdlib stream, SmolLM2-135M-Instruct, 32 sinks + 480 window"
+    ax.set(xlabel="position (tokens)", ylabel=f"NLL (mean per {args.bin} positions)", title=title)
     ax.set_ylim(top=min(ax.get_ylim()[1], 6.0))
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
