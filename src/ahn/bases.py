@@ -112,7 +112,7 @@ def resolve_base(name_or_path: str | os.PathLike) -> str:
     AHN, not a typo of a known name (close matches are suggested)."""
     import difflib
 
-    from ahn.checkpoint import CONFIG_NAME
+    from ahn.config import CONFIG_NAME
 
     text = str(name_or_path)
     path = Path(text).expanduser()

@@ -13,12 +13,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ahn import atomic
-from ahn.config import AHNConfig
+from ahn.config import CONFIG_NAME, AHNConfig
 from ahn.integration.augment import augment, is_augmented, runtime_of, trainable_parameters
 from ahn.registry import OFFICIAL_NAMES, rule
 
 WEIGHTS_NAME = "ahn_model.safetensors"
-CONFIG_NAME = "ahn_config.json"
 FORMAT_VERSION = 1
 
 # Official options that change inference and that we do not implement: (key, supported value).

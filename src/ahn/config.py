@@ -16,6 +16,10 @@ SCORE_NAMES = ("novelty", "surprise", "write_gate", "value_norm")
 # position, the paper) or "bounded" (sinks and stored keys within S + G + W of the query).
 POSITIONS = ("original", "bounded")
 
+# The json file `ahn.save` writes beside the weights (`ahn.checkpoint`); named here so that
+# modules below the checkpoint (`ahn.bases`) can recognise an AHN directory.
+CONFIG_NAME = "ahn_config.json"
+
 __all__ = ["MEMORY_TYPES", "MODES", "POSITIONS", "SCORE_NAMES", "AHNConfig"]
 
 # "store": the ablation sinks + salient store + window, the memory's read left out (the memory

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 import warnings
+
+from ahn.errors import debugging, error_line, one_line
 
 # name -> (module, help). The module defines `add_arguments(parser)` and `run(args) -> int`.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -68,21 +69,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         warnings.formatwarning = python_format
-
-
-def debugging() -> bool:
-    """`AHN_DEBUG` is set: show tracebacks and Python's warning format."""
-    return bool(os.environ.get("AHN_DEBUG"))
-
-
-def one_line(text) -> str:
-    return " ".join(str(text).split())
-
-
-def error_line(prog: str, err: Exception) -> int:
-    """Print `PROG: error: ...` on one line to stderr; returns the exit code for bad input, 2."""
-    print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
-    return 2
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:

@@ -107,7 +107,7 @@ def cli() -> None:
 
     from lm_eval.__main__ import cli_evaluate
 
-    from ahn.cli import debugging, error_line
+    from ahn.errors import debugging, error_line
 
     try:
         cli_evaluate()

@@ -13,46 +13,21 @@ The hooks are in `hooks.py`, the wrappers of forward / generate in `wrappers.py`
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
 
-import torch
 from torch import nn
 from transformers import AttentionInterface
 
 from ahn.config import MODES, AHNConfig
 from ahn.integration.attention import ahn_attention
-from ahn.integration.cache import AHNCache, Lossless, ReadsLossless
+from ahn.integration.cache import AHNCache, Lossless
 from ahn.integration.hooks import attention_pre_hook, decoder_pre_hook
-from ahn.integration.positions import Rerotation, find_rerotation
+from ahn.integration.positions import find_rerotation
+from ahn.integration.runtime import Runtime
 from ahn.integration.wrappers import chunked_prefill, continuing_generate, generation_cache
 from ahn.memory import AHN
 from ahn.registry import rule
 
 ATTENTION_NAME = "ahn"
-
-
-@dataclass
-class Runtime(ReadsLossless):
-    """What an augmented model carries besides its parameters (`model._ahn_runtime`)."""
-
-    config: AHNConfig
-    base_attention: str
-    decoder: nn.Module
-    windowed: set[int]
-    lossless: Lossless  # the current sizes; a cache holding tokens keeps those it was read with
-    mode: str = "ahn"
-    compiled: bool = False  # `ahn.compile` compiled the memory pieces
-    # [B] left padding of the latest forward call; kept after it so that gradient checkpointing
-    # recomputes the layers with the same padding.
-    pad: torch.Tensor | None = None
-    pad_max: int = 0
-    handles: list = field(default_factory=list)
-    requires_grad: dict = field(default_factory=dict)  # base parameter name -> flag before
-    far: Rerotation | None = None  # the base's RoPE turned back (positions "bounded")
-
-    def new_cache(self) -> AHNCache:
-        layers = len(self.decoder.layers)
-        return AHNCache(layers, self.windowed, self.lossless)
 
 
 def augment(model: nn.Module, config: AHNConfig) -> nn.Module:

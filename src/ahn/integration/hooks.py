@@ -5,7 +5,6 @@ and memory module to the attention function through a `LayerContext`)."""
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -13,9 +12,7 @@ from transformers.cache_utils import Cache
 
 from ahn.integration.attention import LayerContext
 from ahn.integration.cache import AHNCache
-
-if TYPE_CHECKING:
-    from ahn.integration.augment import Runtime
+from ahn.integration.runtime import Runtime
 
 CACHE_KWARGS = ("cache", "past_key_values")
 

@@ -4,16 +4,13 @@ and `generate` (a new AHN cache per generation; continuing a document's memory).
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from ahn.integration.cache import AHNCache
 from ahn.integration.hooks import CACHE_KWARGS, ahn_cache, cache_key, left_padding, wants_cache
-
-if TYPE_CHECKING:
-    from ahn.integration.augment import Runtime
+from ahn.integration.runtime import Runtime
 
 
 def generation_cache(model: nn.Module, prepare):
