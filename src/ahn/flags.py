@@ -23,6 +23,10 @@ ARG_TYPES: dict[str, dict] = {
 }
 
 
+# --compile, on every command that runs a model (one text for the CLI and the config fields)
+COMPILE_HELP = "torch.compile the memory's small ops (ahn.compile; measured in docs/benchmarks.md)"
+
+
 def opt(help_text: str, **extra) -> dict:
     """Field metadata: the flag's help text (and argparse extras such as `choices`)."""
     return {"help": help_text, **extra}

@@ -123,3 +123,29 @@ def test_positions_flag_sets_the_scheme_and_needs_an_ahn(saved_base, tmp_path, c
     assert main([*base, "--positions", "bounded"]) == 2
     assert "--positions bounded needs --ahn" in capsys.readouterr().err
     assert main([*base, "--ahn", str(tmp_path / "ahn"), "--positions", "bounded"]) == 0
+
+
+def test_compile_without_an_ahn_says_there_is_nothing_to_compile(saved_base, capsys):
+    argv = ["generate", "--base", str(saved_base), "--prompt", "hi", "--max-new-tokens", "2"]
+    assert main([*argv, "--compile"]) == 0
+    assert "--compile: nothing to compile without --ahn" in capsys.readouterr().err
+
+
+def test_a_chat_answer_has_a_shorter_default_length(saved_base):
+    from argparse import Namespace
+
+    from ahn.cli.generate import CHAT_NEW_TOKENS, TEXT_NEW_TOKENS, generation_config
+
+    model = make_model()
+    flags = dict(max_new_tokens=None, temperature=0.0, top_p=None, top_k=None,
+                 repetition_penalty=None, stop=[])  # fmt: skip
+    assert generation_config(model, Namespace(chat=True, **flags)).max_new_tokens == CHAT_NEW_TOKENS
+    assert (
+        generation_config(model, Namespace(chat=False, **flags)).max_new_tokens == TEXT_NEW_TOKENS
+    )
+    assert (
+        generation_config(
+            model, Namespace(chat=True, **flags | {"max_new_tokens": 7})
+        ).max_new_tokens
+        == 7
+    )

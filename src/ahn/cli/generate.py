@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ahn import dtypes
 from ahn.config import MODES, POSITIONS
+from ahn.flags import COMPILE_HELP
 
 
 def add_model_arguments(parser, modes: tuple[str, ...] = MODES) -> None:
@@ -46,7 +47,6 @@ POSITIONS_HELP = (
     "where sinks and store are seen: bounded (within sinks + store + window of the query; "
     "reads past the base's context) or original (default: the AHN's own)"
 )
-COMPILE_HELP = "torch.compile the memory's small ops (ahn.compile; measured in docs/benchmarks.md)"
 
 
 def device_of(name: str | None):
@@ -69,7 +69,12 @@ def device_of(name: str | None):
 
 def add_decoding_arguments(parser) -> None:
     """Decoding flags, applied on top of the model directory's generation_config.json."""
-    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        help=f"default: {CHAT_NEW_TOKENS} with --chat (an answer; a small model that misses its "
+        f"end-of-turn token then stops), else {TEXT_NEW_TOKENS}",
+    )
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     parser.add_argument("--top-p", type=float, help="nucleus sampling (with --temperature > 0)")
     parser.add_argument("--top-k", type=int, help="top-k sampling (with --temperature > 0)")
@@ -78,6 +83,10 @@ def add_decoding_arguments(parser) -> None:
         "--stop", action="append", default=[], metavar="TEXT", help="stop string (repeatable)"
     )
     parser.add_argument("--seed", type=int, default=0)
+
+
+# Default generation lengths: a chat answer, a continuation of text.
+CHAT_NEW_TOKENS, TEXT_NEW_TOKENS = 96, 256
 
 
 def add_arguments(parser) -> None:
@@ -124,6 +133,9 @@ def load_model(args):
         ahn.set_window(model, salient=args.salient, positions=args.positions)
         if args.compile:
             ahn.compile(model)
+    elif args.compile:
+        print("[ahn] --compile: nothing to compile without --ahn (mode full runs the base as "
+              "transformers has it)", file=sys.stderr)  # fmt: skip
     return model, tokenizer, mode
 
 
@@ -131,6 +143,8 @@ def generation_config(model, args):
     """The model's GenerationConfig with the decoding flags applied (checked first)."""
     import copy
 
+    if args.max_new_tokens is None:
+        args.max_new_tokens = CHAT_NEW_TOKENS if getattr(args, "chat", False) else TEXT_NEW_TOKENS
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens={args.max_new_tokens} must be >= 1")
     if args.temperature < 0:

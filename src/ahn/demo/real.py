@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ahn import atomic
-from ahn.flags import add_dataclass_arguments, from_args, opt
+from ahn.flags import COMPILE_HELP, add_dataclass_arguments, from_args, opt
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 SHIPPED_AHN = ASSETS / "smollm2-135m-instruct-gdn-store"
@@ -61,9 +61,7 @@ class RealDemoConfig:
         metadata=opt("tokens of the piece read past the base's context (0: skip that line)"),
     )
     threads: int = field(default=2, metadata=opt("torch CPU threads"))
-    compile: bool = field(
-        default=False, metadata=opt("torch.compile the memory's small ops (ahn.compile)")
-    )
+    compile: bool = field(default=False, metadata=opt(COMPILE_HELP))
     seed: int = field(default=42, metadata=opt("seed of the prompts"))
 
     def __post_init__(self) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from ahn import dtypes
 from ahn.config import MEMORY_TYPES, POSITIONS, SCORE_NAMES, AHNConfig
-from ahn.flags import opt
+from ahn.flags import COMPILE_HELP, opt
 
 # --loss name -> (weight of KL(teacher || student), weight of the student's CE)
 LOSS_WEIGHTS: dict[str, tuple[float, float]] = {
@@ -81,9 +81,7 @@ class TrainConfig:
     gradient_checkpointing: bool = field(
         default=False, metadata=opt("recompute decoder layers in backward")
     )
-    compile: bool = field(
-        default=False, metadata=opt("torch.compile the memory's small ops (ahn.compile)")
-    )
+    compile: bool = field(default=False, metadata=opt(COMPILE_HELP))
     fsdp: bool = field(
         default=False, metadata=opt("shard the base over the processes (FSDP2, per layer)")
     )
