@@ -158,23 +158,33 @@ def load(base_model: nn.Module, path: str | os.PathLike) -> nn.Module:
     `model.safetensors` + a `config.json` carrying `_ahn_implementation`), or a merged base+AHN
     checkpoint directory in the official layout (only its AHN tensors are read).
     """
-    from ahn.bases import resolve
-
-    path = Path(resolve(path, kind="AHN"))  # a local directory, or a Hub id in the Hub cache
-    if not path.is_dir():
-        raise FileNotFoundError(f"AHN checkpoint directory {path} does not exist")
+    path = ahn_directory(path)
     if (path / CONFIG_NAME).exists():
         config, tensors = _read_ours(path)
-    elif (path / "config.json").exists():
-        config, tensors = _read_official(path)
     else:
-        raise FileNotFoundError(
-            f"{path} holds neither {CONFIG_NAME} (ahn.save) nor config.json (official AHN)"
-        )
+        config, tensors = _read_official(path)
     if not is_augmented(base_model):
         augment(base_model, config)
     _load_tensors(base_model, tensors, path)
     return base_model
+
+
+def ahn_directory(path: str | os.PathLike) -> Path:
+    """The local directory of an AHN (a directory, or a Hub repo id in the Hub cache), checked
+    to hold one: commands call it before loading the base, so a wrong --ahn fails at once."""
+    from ahn.bases import resolve
+
+    path = Path(resolve(path, kind="AHN"))
+    if not path.is_dir():
+        raise FileNotFoundError(f"AHN checkpoint directory {path} does not exist")
+    if (path / CONFIG_NAME).exists():
+        return path
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(
+            f"{path} holds neither {CONFIG_NAME} (ahn.save) nor config.json (official AHN)"
+        )
+    official_config(json.loads((path / "config.json").read_text()), str(path / "config.json"))
+    return path
 
 
 def _read_ours(path: Path) -> tuple[AHNConfig, dict[str, torch.Tensor]]:
@@ -187,6 +197,12 @@ def _read_ours(path: Path) -> tuple[AHNConfig, dict[str, torch.Tensor]]:
 def official_config(hf_config: dict, source: str = "config.json") -> AHNConfig:
     """AHNConfig of an official ByteDance AHN `config.json`."""
     impl = hf_config.get("_ahn_implementation")
+    if impl is None:
+        raise ValueError(
+            f"{source} has no _ahn_implementation: this is a base model's directory, not an "
+            f"AHN (pass it as --base; an AHN directory holds {CONFIG_NAME}, or an official "
+            "config.json naming _ahn_implementation)"
+        )
     if impl not in OFFICIAL_NAMES:
         raise ValueError(
             f"{source}: _ahn_implementation={impl!r}; supported: {sorted(OFFICIAL_NAMES)}"

@@ -253,14 +253,23 @@ def check_compatible(meta: dict, current: dict, path) -> None:
     meta = _with_defaults(meta)
     for field in CHECKED:
         if meta.get(field) != current[field]:
+            made, now = _difference(meta.get(field), current[field])
             raise ValueError(
-                f"{path} was made with another {field} ({_short(meta.get(field))}) than the "
-                f"model has now ({_short(current[field])}); read the document again with this "
-                "model, or load the base / AHN / settings it was made with"
+                f"{path} was made with another {field} ({made}) than the model has now "
+                f"({now}); read the document again with this model, or load the base / AHN / "
+                "settings it was made with"
             )
     given = current["tokenizer"]
     if given is not None and meta.get("tokenizer") not in (None, given):
         raise ValueError(f"{path} was made with another tokenizer than the one given")
+
+
+def _difference(made, now) -> tuple[str, str]:
+    """The two values as short text; of two dicts, only the keys whose values differ."""
+    if isinstance(made, dict) and isinstance(now, dict):
+        keys = sorted(k for k in made.keys() | now.keys() if made.get(k) != now.get(k))
+        made, now = ({k: d.get(k) for k in keys} for d in (made, now))
+    return _short(made), _short(now)
 
 
 def _short(value) -> str:

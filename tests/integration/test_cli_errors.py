@@ -162,3 +162,38 @@ def test_ahn_lm_eval_ends_bad_input_in_one_line(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert done.value.code == 2 and err.count("\n") == 1
     assert err.startswith("ahn-lm-eval: error: model_args key 'windw'") and "Traceback" not in err
+
+
+def test_the_second_tour_error_lines(saved_base, tmp_path, capsys):
+    """An unknown task: a short line with close matches; a bad --lengths: one line, no usage;
+    the base's directory as --ahn: named as a base; a wrong --ahn: before the base loads."""
+    argv = ["eval", "--base", str(saved_base), "--output", str(tmp_path / "o")]
+    line = one_line_error(capsys, [*argv, "--task", "passkee"], "did you mean 'passkey'")
+    assert len(line) < 600  # was every benchmark dataset, thousands of characters
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--task", "nll", "--lengths", "2kk"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "usage" not in err
+    assert "2kk" in err
+    one_line_error(capsys, ["generate", "--base", str(saved_base), "--ahn", str(saved_base),
+                            "--prompt", "hi"], "base model's directory", "--base")  # fmt: skip
+    calls = []
+    import ahn.cli.generate as generate
+
+    real = generate.load_base
+    generate.load_base = lambda *a: calls.append(a) or real(*a)
+    try:
+        one_line_error(capsys, ["generate", "--base", str(saved_base), "--ahn",
+                                str(tmp_path / "nope"), "--prompt", "hi"], "nope")  # fmt: skip
+    finally:
+        generate.load_base = real
+    assert calls == []  # refused before the base was loaded
+
+
+def test_a_memory_of_another_ahn_names_the_field_that_differs(tmp_path):
+    from ahn.memfile import _difference
+
+    same = {"window": 8, "long": "x" * 90}
+    made, now = _difference({"memory": "deltanet", **same}, {"memory": "gated_deltanet", **same})
+    assert made == '{"memory": "deltanet"}' and now == '{"memory": "gated_deltanet"}'

@@ -21,7 +21,9 @@ def load_model(base: str, ahn_dir: str | None, window, sinks, device: str, dtype
     """Tokenizer and augmented model: `ahn.load` when `ahn_dir` is given, else a fresh
     (untrained, so "ahn" equals "sliding") augmentation with the given window and sinks."""
     import ahn
+    from ahn.checkpoint import ahn_directory
 
+    ahn_dir = ahn_dir and str(ahn_directory(ahn_dir))  # a wrong --ahn fails before the base loads
     model, tokenizer = load_base(base, dtype, device)
     if ahn_dir:
         model = ahn.load(model, ahn_dir)

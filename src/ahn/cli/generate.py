@@ -123,10 +123,14 @@ def load_model(args):
     mode = args.mode or ("ahn" if args.ahn else "full")
     if mode != "full" and not args.ahn:
         raise ValueError(f"--mode {mode} needs --ahn DIR (the AHN to use)")
-    model, tokenizer = load_base(args.base, args.dtype, args.device)
     for flag in ("salient", "positions"):
         if getattr(args, flag) is not None and not args.ahn:
             raise ValueError(f"--{flag} {getattr(args, flag)} needs --ahn DIR (the AHN it sets)")
+    if args.ahn:
+        from ahn.checkpoint import ahn_directory
+
+        args.ahn = str(ahn_directory(args.ahn))  # a wrong --ahn fails before the base loads
+    model, tokenizer = load_base(args.base, args.dtype, args.device)
     if args.ahn:
         ahn.load(model, args.ahn)
         ahn.set_mode(model, mode)

@@ -17,6 +17,23 @@ BASELINES = ("truncated", "yarn", "dynamic", "rebased")
 METHODS = MODES + BASELINES
 
 
+def _unknown_task(task: str) -> str:
+    """One short line: close matches among every valid name, then the kinds of names."""
+    import difflib
+
+    every = [*synthetic.TASKS, *synthetic.GROUPS, "nll"]
+    every += [
+        f"{b}:{d}" for b in benchmarks.BENCHMARKS for d in benchmarks.BENCHMARKS[b].datasets()
+    ]
+    close = difflib.get_close_matches(task, every, n=3)
+    guess = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+    return (
+        f"task {task!r} is unknown; {guess}valid: {', '.join(synthetic.TASKS)}, "
+        f"{', '.join(synthetic.GROUPS)}, nll, or <benchmark>:<dataset> / <benchmark>:all with "
+        f"benchmark one of {', '.join(benchmarks.BENCHMARKS)}"
+    )
+
+
 def csv(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
@@ -135,10 +152,7 @@ class EvalConfig:
         self.tasks = list(dict.fromkeys(expanded))
         for task in self.tasks:
             if task not in synthetic.TASKS and task != "nll" and not benchmarks.is_benchmark(task):
-                raise ValueError(
-                    f"task {task!r} is unknown; valid: {', '.join(synthetic.TASKS)}, "
-                    f"{', '.join(synthetic.GROUPS)}, nll, or one of {benchmarks.names()}"
-                )
+                raise ValueError(_unknown_task(task))
         bad = [m for m in self.methods if m not in METHODS]
         if bad or not self.methods:
             raise ValueError(f"methods={self.methods} must be a non-empty subset of {METHODS}")
