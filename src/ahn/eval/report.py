@@ -203,6 +203,9 @@ def can_plot() -> bool:
     return importlib.util.find_spec("matplotlib") is not None
 
 
+MARKERS = "os^Dv<>p"
+
+
 def plots(results: dict, out: Path) -> list[Path]:
     """score_vs_length.png, depth_heatmap_<task>.png, nll_vs_position_<length>.png."""
     import matplotlib
@@ -217,10 +220,15 @@ def plots(results: dict, out: Path) -> list[Path]:
             1, len(tasks), figsize=(4 * len(tasks), 3.2), squeeze=False, layout="constrained"
         )
         for ax, task in zip(axes[0], tasks, strict=True):
-            for method in _ordered(results["scores"][task]):
+            methods = _ordered(results["scores"][task])
+            for i, method in enumerate(methods):
                 by_len = results["scores"][task][method]
                 lengths = _by_length(by_len)
-                ax.plot([int(n) for n in lengths], [by_len[n] for n in lengths], "o-", label=method)
+                # equal scores overlap: each later method drawn smaller, on a distinct marker
+                size = 4 + 3 * (len(methods) - 1 - i)
+                xs, ys = [int(n) for n in lengths], [by_len[n] for n in lengths]
+                marker = MARKERS[i % len(MARKERS)]
+                ax.plot(xs, ys, "-", marker=marker, ms=size, mfc="none", label=method)
             ax.set(title=task, xlabel="length (tokens)", ylabel="score", xscale="log")
             ax.legend()
         written.append(_save(fig, out / "score_vs_length.png"))
