@@ -2,37 +2,44 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# What `make demo` needs (the library and its plots), and what `make test` adds (the official
+# scorers' libraries, lm-eval, pytest, ruff): the demo's environment stays lean.
+RUNTIME := $(VENV)/.installed
+TESTING := $(VENV)/.installed-test
 
 .PHONY: demo demo-toy test lint bench clean
 
-$(STAMP): pyproject.toml
+$(RUNTIME): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# The CPU build of torch first, so nothing below pulls a multi-GB CUDA build.
 	$(BIN)/python -m pip install -q "torch==2.13.0"
+	$(BIN)/python -m pip install -q -e ".[plots]"
+	touch $(RUNTIME)
+
+$(TESTING): $(RUNTIME)
 	$(BIN)/python -m pip install -q -e ".[eval,plots]"
 	$(BIN)/python -m pip install -q --group test
-	touch $(STAMP)
+	touch $(TESTING)
 
 # The real demo: SmolLM2-135M-Instruct (fetched and converted once) with the shipped AHN.
-demo: $(STAMP)
+demo: $(RUNTIME)
 	$(BIN)/ahn demo --output runs/demo
 
 # The toy demo: trains an AHN from scratch on the shipped 0.55M-parameter base in minutes.
-demo-toy: $(STAMP)
+demo-toy: $(RUNTIME)
 	$(BIN)/ahn demo-toy --output runs/demo-toy
 
-test: $(STAMP)
+test: $(TESTING)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
-lint: $(STAMP)
+lint: $(TESTING)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check src tests benchmarks
 
 # One torch thread: two threads were several times slower on the shared 2-core machines.
-bench: $(STAMP)
+bench: $(RUNTIME)
 	$(BIN)/python benchmarks/ops.py --threads 1
 	$(BIN)/python benchmarks/inference.py --threads 1
 	$(BIN)/python benchmarks/train.py --threads 1 --seq-lens 1024 4096
