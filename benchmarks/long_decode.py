@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from real_shape import SHAPE  # noqa: E402
+from shape import SHAPE  # noqa: E402
 
 
 def parse_args(argv=None):
