@@ -2,7 +2,8 @@
 and after 128k tokens, side by side in one process (SPEC §2c, positions "bounded").
 
 Each method (sliding / ahn / ahn+store, window 480 + 32 sinks, store of --salient) prefills
-every length once, in chunks, on SmolLM2-135M's shape with random weights; its caches are
+every length once, in chunks, on SmolLM2-135M's shape (random weights, or the real base with
+--real); its caches are
 kept (they are small). Then decode rounds alternate between the lengths, each decoding
 --decode-tokens tokens from a copy of the cache, so both lengths see the same machine load;
 the table gives the median ms per token and the ratio of the longest length to the shortest.
@@ -20,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from shape import SHAPE  # noqa: E402
+from shape import build_model  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -32,30 +33,14 @@ def parse_args(argv=None):
     parser.add_argument("--window", type=int, default=480)
     parser.add_argument("--sinks", type=int, default=32)
     parser.add_argument("--salient", type=int, default=64, help="store size of ahn+store")
+    parser.add_argument("--salient-score", default="novelty", help="store score of ahn+store")
+    parser.add_argument("--real", action="store_true", help="the cached SmolLM2 weights")
     parser.add_argument("--positions", default="bounded", choices=("bounded", "original"))
     parser.add_argument("--chunk", type=int, default=4096, help="prefill tokens per call")
     parser.add_argument("--decode-tokens", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--layers", type=int, help="fewer layers (a quick smoke run)")
     return parser.parse_args(argv)
-
-
-def build_model(args):
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    import ahn
-
-    torch.manual_seed(0)
-    shape = dict(SHAPE, num_hidden_layers=args.layers or SHAPE["num_hidden_layers"])
-    model = LlamaForCausalLM(LlamaConfig(**shape, tie_word_embeddings=True))
-    model = model.to(getattr(torch, args.dtype)).eval()
-    config = ahn.AHNConfig(window=args.window, sinks=args.sinks, positions=args.positions)
-    ahn.augment(model, config)
-    with torch.no_grad():
-        for _, p in ahn.trainable_parameters(model):
-            p.normal_(0.0, 0.02)
-    return model
 
 
 def prefill(model, length: int, chunk: int):
@@ -91,7 +76,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     lengths = [int(n) for n in args.lengths.split(",")]
-    model = build_model(args)
+    model = build_model(args)  # real_shape.py's: random weights unless --real
+    ahn.set_window(model, positions=args.positions)
     print(f"SmolLM2-135M shape, random weights, {args.dtype}, {args.threads} threads, "
           f"positions={args.positions}, window {args.window} + {args.sinks} sinks")  # fmt: skip
     print("\n| method | length | prefill s | cache MiB | decode ms/token (median) |")
