@@ -57,7 +57,7 @@ class RealDemoConfig:
     # missed by the base even with every token in view, so it shows nothing about the memory)
     chat_seed: int = field(default=2, metadata=opt("seed of the chat question"))
     beyond_length: int = field(
-        default=10240,
+        default=9216,  # 1,024 positions past SmolLM2's 8k: ~2 min of the demo's 10
         metadata=opt("tokens of the piece read past the base's context (0: skip that line)"),
     )
     threads: int = field(default=2, metadata=opt("torch CPU threads"))
