@@ -34,6 +34,8 @@ def parse_args(argv=None):
     parser.add_argument("--sinks", type=int, default=32)
     parser.add_argument("--salient", type=int, default=64, help="store size of ahn+store")
     parser.add_argument("--salient-score", default="novelty", help="store score of ahn+store")
+    parser.add_argument("--salient-heads", help="ahn+store: a head profile (profile-heads json)")
+    parser.add_argument("--salient-share", default="head", help="ahn+store: choice sharing")
     parser.add_argument("--real", action="store_true", help="the cached SmolLM2 weights")
     parser.add_argument("--positions", default="bounded", choices=("bounded", "original"))
     parser.add_argument("--chunk", type=int, default=4096, help="prefill tokens per call")

@@ -56,6 +56,8 @@ def parse_args(argv=None):
     parser.add_argument("--sinks", type=int, default=32)
     parser.add_argument("--salient", type=int, default=64, help="store size of ahn+store")
     parser.add_argument("--salient-score", default="novelty", help="store score of ahn+store")
+    parser.add_argument("--salient-heads", help="ahn+store: a head profile (profile-heads json)")
+    parser.add_argument("--salient-share", default="head", help="ahn+store: choice sharing")
     parser.add_argument("--layers", type=int, help="fewer layers (a quick smoke run)")
     parser.add_argument("--json", help="also write every figure to this file")
     parser.add_argument("--no-breakdown", action="store_true", help="skip the inference profile")

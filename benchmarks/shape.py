@@ -29,6 +29,7 @@ def build_model(args):
     from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
     import ahn
+    from ahn.config import load_profile
 
     dtype = getattr(torch, args.dtype)
     if args.real:
@@ -43,7 +44,9 @@ def build_model(args):
         config = LlamaConfig(**shape, tie_word_embeddings=True, max_position_embeddings=1 << 16)
         model = LlamaForCausalLM(config).to(dtype)
     model.eval()
-    config = ahn.AHNConfig(window=args.window, sinks=args.sinks, salient_score=args.salient_score)
+    profile = None if args.salient_heads is None else load_profile(args.salient_heads)
+    config = ahn.AHNConfig(window=args.window, sinks=args.sinks, salient_score=args.salient_score,
+                           salient_heads=profile, salient_share=args.salient_share)  # fmt: skip
     ahn.augment(model, config)
     with torch.no_grad():
         for _, p in ahn.trainable_parameters(model):

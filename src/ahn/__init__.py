@@ -24,6 +24,7 @@ _EXPORTS = {
     "new_cache": "ahn.integration.augment",
     "set_mode": "ahn.integration.augment",
     "set_window": "ahn.integration.augment",
+    "set_store": "ahn.integration.augment",
     "trainable_parameters": "ahn.integration.augment",
     "unaugment": "ahn.integration.augment",
     "window": "ahn.integration.augment",

@@ -135,6 +135,12 @@ TEMPLATE_ALLOWANCE = 32  # tokens of the chat template around the two turns
 def fact_chat(doc: Document, tokenizer, n_tokens: int, min_back: int, rng) -> dict | None:
     """A chat sample of about `n_tokens` tokens: a slice of `doc` with one fact inserted at least
     `min_back` tokens before the question at its end. None if `doc` is too short."""
+    made = fact_chat_and_fact(doc, tokenizer, n_tokens, min_back, rng)
+    return None if made is None else made[0]
+
+
+def fact_chat_and_fact(doc: Document, tokenizer, n_tokens: int, min_back: int, rng):
+    """`fact_chat` and the fact's sentence in it: (chat, fact) or None."""
     ids = tokenizer(doc.text, add_special_tokens=False)["input_ids"]
     fields = _fields(rng)
     fact, question, answer = (t.format(**fields) for t in rng.choice(FACT_TEMPLATES))
@@ -148,8 +154,9 @@ def fact_chat(doc: Document, tokenizer, n_tokens: int, min_back: int, rng) -> di
     before, after = tokenizer.decode(piece[:at]), tokenizer.decode(piece[at:])
     context = f"{before}\n{fact}\n{after}"
     prompt = f"{PROMPT_HEAD}\n\n{context}\n\n{question}"
-    return {"messages": [{"role": "user", "content": prompt},
+    chat = {"messages": [{"role": "user", "content": prompt},
                          {"role": "assistant", "content": answer}]}  # fmt: skip
+    return chat, fact
 
 
 def text_pieces(doc: Document, tokenizer, n_tokens: int) -> list[dict]:

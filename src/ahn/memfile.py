@@ -241,10 +241,11 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 def _with_defaults(meta: dict) -> dict:
     """A file's metadata with the fields added since it was written: files from before SPEC
-    §2c were all read with positions "original"."""
+    §2c were all read with positions "original", before per-head budgets with none."""
     config = meta.get("ahn_config")
     if isinstance(config, dict):
-        config = {"positions": "original", **config}
+        since = {"positions": "original", "salient_heads": None, "salient_share": "head"}
+        config = {**since, **config}
     return {"positions": "original", **meta, "ahn_config": config}
 
 

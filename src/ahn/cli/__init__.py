@@ -25,6 +25,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "flops": ("ahn.eval.flops", "FLOPs and cache bytes of full attention vs AHN from a config"),
     "eval": ("ahn.cli.eval", "full / sliding / AHN side by side on long-context tasks"),
     "train": ("ahn.cli.train", "train an AHN for a base model by self-distillation"),
+    "profile-heads": (
+        "ahn.eval.heads",
+        "measure which heads retrieve far facts: the salient store's head profile",
+    ),
     "demo": (
         "ahn.demo.real",
         "the shipped AHN on a real LLM: full / sliding / AHN on held-out text",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ahn.config import MODES, POSITIONS
+from ahn.config import MODES, POSITIONS, SHARES
 from ahn.eval import benchmarks, synthetic
 from ahn.eval.flops import parse_length
 from ahn.flags import opt
@@ -78,6 +78,8 @@ class EvalConfig:
         window, sinks: override the model's lossless sizes for "sliding" and "ahn".
         salient: override the salient store's entries per KV head for "ahn" (0: off).
         positions: override where "sliding" / "ahn" see sinks and store (`POSITIONS`).
+        salient_heads: override the store's head profile (a `profile-heads` json or an AHN
+            directory with one; "uniform": none); salient_share: its choice sharing (`SHARES`).
         data: documents for "nll" (.jsonl/.txt/dir), benchmark files, or the essay haystack
             text file of the synthetic tasks that need one.
         max_new_tokens: override every task's generation length.
@@ -124,6 +126,13 @@ class EvalConfig:
     positions: str | None = field(
         default=None,
         metadata=opt("override where sinks and store are seen", choices=POSITIONS),
+    )
+    salient_heads: str | None = field(
+        default=None,
+        metadata=opt("override the store's head profile: a profile-heads json, or 'uniform'"),
+    )
+    salient_share: str | None = field(
+        default=None, metadata=opt("override which heads share a choice of tokens", choices=SHARES)
     )
     data: str | None = field(
         default=None, metadata=opt("documents (nll), benchmark files, or essay haystack")

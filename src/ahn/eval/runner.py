@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 import ahn
 from ahn import atomic
+from ahn.config import load_profile
 from ahn.eval import benchmarks, methods, metrics, nll, synthetic
 from ahn.eval.config import EvalConfig
 from ahn.integration.augment import runtime_of
@@ -292,6 +293,26 @@ def evaluate(model, tokenizer, config: EvalConfig, output_dir: str | Path, progr
         print("ahn eval: matplotlib is not installed (pip install 'ahn[plots]'): results.json "
               "and results.md will be written, the PNG plots will not")  # fmt: skip
     path = out / "predictions.jsonl"
+    previous = runtime_of(model).config
+    _set_store(model, config)
+    try:
+        return _run(model, tokenizer, config, out, path, progress, can_plot)
+    finally:
+        ahn.set_store(model, previous.salient_heads, previous.salient_share)
+
+
+def _set_store(model, config: EvalConfig) -> None:
+    """The store's head profile and sharing the run asks for (its identity records them)."""
+    heads = config.salient_heads
+    if heads is not None:
+        ahn.set_store(model, None if heads == "uniform" else load_profile(heads))
+    if config.salient_share is not None:
+        ahn.set_store(model, share=config.salient_share)
+
+
+def _run(model, tokenizer, config: EvalConfig, out: Path, path: Path, progress, can_plot):
+    from ahn.eval import report
+
     identity = run_identity(model, config)
     run_key = _identity_key(identity)
     records = _reusable(read_records(path), identity)

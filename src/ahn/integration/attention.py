@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ahn.integration.cache import AHNLayer, Lossless, LosslessView
+from ahn.integration.cache import AHNLayer, Choice, Lossless, LosslessView
 from ahn.integration.positions import Rerotation, far_turn, horizon, two_frames
-from ahn.integration.store import SCORES, Evicted, advance
+from ahn.integration.store import SCORES, Evicted, advance, advance_one
 
 # Queries processed per block in the parallel path: each block sees sinks + window + block
 # keys, so smaller blocks waste less of the band mask, larger ones make fewer calls. At
@@ -41,6 +41,9 @@ class LayerContext:
     score: str = "novelty"  # the store's score, a name of `ahn.integration.store.SCORES`
     read_memory: bool = True  # False in mode "store": the memory runs, its read is left out
     far: Rerotation | None = None  # positions "bounded": sinks and store in their own frame
+    budget: tuple[int, ...] | None = None  # store entries per KV head (None: `salient` each)
+    share: str = "head"  # which heads share one choice of tokens (`ahn.config.SHARES`)
+    choice: Choice | None = None  # share "global": the call's scores, set by the first layer
 
 
 def ahn_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -86,7 +89,7 @@ def windowed_step(q, k_new, v_new, ctx: LayerContext, scaling):
     gates_new = out_gate = None
     if ctx.memory is not None:
         gates_new, out_gate = ctx.memory.project(ctx.x)  # logits [B, C, H, G], [B, C, H]
-    view = layer.view(k_new, v_new, gates_new, ctx.pad, ctx.salient)
+    view = layer.view(k_new, v_new, gates_new, ctx.pad, ctx.salient, ctx.budget)
     state, mem, scores, score_state = layer.state, None, None, layer.score_state
     if ctx.memory is not None:  # first: the store ranks evicted tokens by what the memory saw
         mem, state, scores, score_state = memory_read(q, view, ctx, layer, out_gate)
@@ -102,7 +105,7 @@ def windowed_step(q, k_new, v_new, ctx: LayerContext, scaling):
                 [out[:, : out.shape[1] - mem.shape[1]], out[:, -mem.shape[1] :] + mem], 1
             )
     if isinstance(ctx.cache_layer, AHNLayer):
-        layer.commit(view, q.shape[-2], state, store, score_state)
+        layer.commit(view, q.shape[-2], state, store, score_state, ctx.budget)
     return out
 
 
@@ -213,6 +216,7 @@ def store_attention(q, q_far, view: LosslessView, ctx: LayerContext, scaling, sc
     """
     (B, H, C, _), Hkv = q.shape, view.k_loc.shape[1]
     W, device, store = ctx.window, q.device, view.store
+    budget = None if ctx.budget is None else torch.tensor(ctx.budget, device=device)
     n = 0 if scores is None else scores.shape[-1]
     outs = []
     for a in range(0, C, QUERY_BLOCK):
@@ -229,7 +233,9 @@ def store_attention(q, q_far, view: LosslessView, ctx: LayerContext, scaling, sc
         if q_far is not None:  # stored keys in the far frame, turned as the evicting queries
             turn = far_turn(k_slot[:m] + W, ctx.pad, horizon(ctx.sinks, ctx.salient, W))
             k_ev = ctx.far.back(k_ev, turn)
-        E_store, E_new, kept = advance(store, k_ev, v_ev, k_slot[:m], s_new, ok_new, W, q1 - 1)
+        step = advance_one if b - a == 1 else functools.partial(advance, W=W)
+        E_store, E_new, kept = step(store, k_ev, v_ev, k_slot[:m], s_new, ok_new,
+                                    last_query=q1 - 1, budget=budget)  # fmt: skip
         E_win = torch.cat([E_new, (k_slot[m:] + W).expand(B, Hkv, -1)], dim=-1)  # [B, Hkv, Tk]
         q_slot = torch.arange(q0, q1, device=device)[:, None]  # [Tq, 1]
         regular = ((k_slot[None, :] - ctx.pad[:, None]) >= ctx.sinks)[:, None, None]
@@ -308,8 +314,25 @@ def memory_read(q, view: LosslessView, ctx: LayerContext, layer: AHNLayer, out_g
     if rank is None:
         return mem, state, None, score_state
     evicted = Evicted(k, v, lambda: ctx.memory.gates(z), s[0] if s else None, absorb, score_state)
+    scores, score_state = choose(rank, evicted, ctx)
+    return mem, state, scores, score_state
+
+
+def choose(rank, evicted: Evicted, ctx: LayerContext):
+    """The evicted tokens' scores [B, Hkv, n] (-inf: never stored) by `ctx.share`: each KV head
+    its own, their mean over the layer's KV heads, or the mean of the call's first store layer
+    for all layers ("global": later layers skip their own score). Returns (scores, the
+    score's state after them)."""
+    choice = ctx.choice if ctx.share == "global" else None
+    if choice is not None and choice.scores is not None:
+        return choice.scores.expand(-1, evicted.k.shape[1], -1), evicted.state
     with torch.no_grad():  # the selection is discrete: no gradient flows through a score
         scores, score_state = rank.fn(evicted)  # [B, Hkv, n]
-    if absorb is not None:
-        scores = scores.masked_fill(~absorb[:, None, :], -torch.inf)
-    return mem, state, scores, score_state
+    if evicted.absorb is not None:
+        scores = scores.masked_fill(~evicted.absorb[:, None, :], -torch.inf)
+    if ctx.share != "head":
+        scores = scores.mean(1, keepdim=True)  # [B, 1, n]
+        if choice is not None:
+            choice.scores = scores
+        scores = scores.expand(-1, evicted.k.shape[1], -1)
+    return scores, score_state

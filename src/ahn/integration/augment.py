@@ -17,7 +17,7 @@ import contextlib
 from torch import nn
 from transformers import AttentionInterface
 
-from ahn.config import MODES, AHNConfig
+from ahn.config import MODES, AHNConfig, store_budgets
 from ahn.integration.attention import ahn_attention
 from ahn.integration.cache import AHNCache, Lossless
 from ahn.integration.hooks import attention_pre_hook, decoder_pre_hook
@@ -28,6 +28,7 @@ from ahn.memory import AHN
 from ahn.registry import rule
 
 ATTENTION_NAME = "ahn"
+KEEP = object()  # `set_store`: leave the head profile as it is
 
 
 def augment(model: nn.Module, config: AHNConfig) -> nn.Module:
@@ -64,7 +65,7 @@ def augment(model: nn.Module, config: AHNConfig) -> nn.Module:
         model.config._attn_implementation or "eager",
         decoder,
         windowed,
-        Lossless(config.window, config.sinks, config.salient, config.positions),
+        _lossless(config, decoder, windowed, config),
         requires_grad=before,
         far=find_rerotation(decoder),
     )
@@ -194,7 +195,37 @@ def set_window(
         positions=rt.positions if positions is None else positions,
     )
     _check_positions(rt, checked.positions)
-    rt.lossless = Lossless(checked.window, checked.sinks, checked.salient, checked.positions)
+    rt.lossless = _lossless(rt.config, rt.decoder, rt.windowed, checked)
+
+
+def _lossless(config: AHNConfig, decoder: nn.Module, windowed: set[int], sizes: AHNConfig):
+    """The `Lossless` of `sizes` (window, sinks, salient, positions) for an AHN of `config`
+    (its head profile and share) on `decoder`."""
+    budgets = None
+    if config.salient_heads is not None and sizes.salient:
+        kv_heads = decoder.config.num_key_value_heads
+        budgets = store_budgets(
+            config.salient_heads, sizes.salient, windowed, kv_heads, len(decoder.layers)
+        )
+    return Lossless(sizes.window, sizes.sinks, sizes.salient, sizes.positions, budgets,
+                    config.salient_share)  # fmt: skip
+
+
+def set_store(model: nn.Module, heads=KEEP, share: str | None = None) -> None:
+    """Give the salient store another head profile (`heads`: one weight per decoder layer and KV
+    head, None for `salient` in every head) or choice sharing (`share`, one of `SHARES`) from now
+    on; both are part of the AHN's config (`ahn.save` writes them). Caches already holding
+    tokens keep theirs, and are refused with the new ones."""
+    import dataclasses
+
+    rt = runtime_of(model)
+    config = dataclasses.replace(
+        rt.config,
+        salient_heads=rt.config.salient_heads if heads is KEEP else heads,
+        salient_share=rt.config.salient_share if share is None else share,
+    )
+    lossless = _lossless(config, rt.decoder, rt.windowed, rt.lossless)
+    rt.config, rt.lossless = config, lossless
 
 
 def _check_positions(rt: Runtime, positions: str) -> None:

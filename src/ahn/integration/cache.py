@@ -21,13 +21,34 @@ from ahn.integration.store import Store
 class Lossless:
     """The lossless sizes of windowed layers: the first `sinks` tokens, the last `window` and
     up to `salient` evicted tokens per KV head (the salient store, used when the memory is on),
-    and where the sinks and the store are seen (`positions`, SPEC §2c). A cache holds one,
+    and where the sinks and the store are seen (`positions`, SPEC §2c). `budgets`: the store's
+    entries G_lh per decoder layer and KV head when they differ (`ahn.config.store_budgets`;
+    None: `salient` each), `share`: which heads share one choice of tokens. A cache holds one,
     shared by all its layers; the runtime holds the model's current one."""
 
     window: int
     sinks: int
     salient: int = 0
     positions: str = "original"
+    budgets: tuple[tuple[int, ...], ...] | None = None
+    share: str = "head"
+
+    def budget(self, index: int) -> tuple[int, ...] | None:
+        """G_h of layer `index`'s KV heads, or None when every head has `salient`."""
+        return None if self.budgets is None else self.budgets[index]
+
+    @property
+    def largest(self) -> int:
+        """The most store entries of any KV head."""
+        return self.salient if self.budgets is None else max(max(b) for b in self.budgets)
+
+
+@dataclass
+class Choice:
+    """Share "global": the scores [B, 1, n] the first store layer of a forward call gave the
+    tokens that call evicts, which every later layer uses (all layers evict the same slots)."""
+
+    scores: torch.Tensor | None = None
 
 
 class ReadsLossless:
@@ -107,9 +128,10 @@ class AHNLayer(ReadsLossless, CacheLayerMixin):
             self.lazy_initialization(key_states, value_states)
         return key_states, value_states
 
-    def view(self, k_new, v_new, gates_new, pad, salient: int = 0) -> LosslessView:
+    def view(self, k_new, v_new, gates_new, pad, salient: int = 0, budget=None) -> LosslessView:
         """The stored tokens followed by the new chunk; sinks of the chunk already included;
-        the salient store (of `salient` entries per KV head) when that is not 0."""
+        the salient store (of `salient` entries per KV head, or `budget` G_h each; the cache
+        holds it packed, `Store.pack`) when that is not 0."""
         if not self.is_initialized:
             self.lazy_initialization(k_new, v_new)
         sink_k, sink_v, sink_ok = _add_sinks(
@@ -128,12 +150,15 @@ class AHNLayer(ReadsLossless, CacheLayerMixin):
             gates_loc,
             self.seen - self.keys.shape[-2],
             self.seen,
-            (self.store or Store.empty(k_new, salient)) if salient else None,
+            _dense(self.store, k_new, salient, budget) if salient else None,
         )
 
-    def commit(self, view, new_tokens: int, state, store=None, score_state=None) -> None:
+    def commit(self, view, new_tokens: int, state, store=None, score_state=None,
+               budget=None) -> None:  # fmt: skip
         """Keep the sinks, the last `window` slots (with their gates), the memory state, the
-        salient store and its score's state."""
+        salient store (packed when its heads have their own `budget`) and its score's state."""
+        if store is not None and budget is not None:
+            store = store.pack(budget)
         keep = min(self.window, view.k_loc.shape[-2])
         self.sink_k, self.sink_v, self.sink_ok = view.sink_k, view.sink_v, view.sink_ok
         self.keys = view.k_loc[..., -keep:, :].contiguous()
@@ -149,7 +174,7 @@ class AHNLayer(ReadsLossless, CacheLayerMixin):
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
         stored = self.keys.shape[-2] if self.is_initialized else 0
-        return self.sinks + self.salient + stored + query_length, 0
+        return self.sinks + self.lossless.largest + stored + query_length, 0
 
     def get_max_length(self) -> int:
         return -1
@@ -179,6 +204,13 @@ class AHNLayer(ReadsLossless, CacheLayerMixin):
                 setattr(self, name, fn(tensor))
         if self.store is not None:
             self.store = self.store.map(fn)
+
+
+def _dense(store: Store | None, like: torch.Tensor, G: int, budget) -> Store:
+    """The store as attention uses it, [B, Hkv, G, ...]: empty at first, unpacked if packed."""
+    if store is None:
+        return Store.empty(like, G)
+    return store if budget is None else store.unpack(budget)
 
 
 def _add_sinks(sink_k, sink_v, sink_ok, k_new, v_new, pad, seen):

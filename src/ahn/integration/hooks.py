@@ -106,6 +106,7 @@ def decoder_pre_hook(decoder, args, kwargs):
         cache.pad = pad if cache.pad is None else _grown_padding(cache, mask, pad)
         pad = cache.pad
     rt.pad, rt.pad_max = pad, int(pad.max()) if pad.numel() else 0
+    rt.choice.scores = None  # a new call: its first store layer chooses for all (share "global")
     return args, kwargs
 
 
@@ -167,10 +168,13 @@ def attention_pre_hook(attn, args, kwargs):
     cache_layer = (
         cache.layers[index] if isinstance(cache, Cache) and index < len(cache.layers) else None
     )
-    salient = rt.salient if memory is not None else 0
+    budget = rt.lossless.budget(index) if memory is not None else None
+    salient = (rt.salient if budget is None else max(budget)) if memory is not None else 0
+    if budget is not None and min(budget) == salient:
+        budget = None  # every KV head of this layer has the layer's size
     attn._ahn_context = LayerContext(
         x, cache_layer, pad, rt.pad_max, rt.window, rt.sinks, memory, windowed, salient,
         rt.config.salient_score, rt.mode == "ahn",
-        rt.far if rt.positions == "bounded" else None,
+        rt.far if rt.positions == "bounded" else None, budget, rt.lossless.share, rt.choice,
     )  # fmt: skip
     return None

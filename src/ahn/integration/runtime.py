@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ahn.config import AHNConfig
-from ahn.integration.cache import AHNCache, Lossless, ReadsLossless
+from ahn.integration.cache import AHNCache, Choice, Lossless, ReadsLossless
 from ahn.integration.positions import Rerotation
 
 
@@ -31,6 +31,7 @@ class Runtime(ReadsLossless):
     handles: list = field(default_factory=list)
     requires_grad: dict = field(default_factory=dict)  # base parameter name -> flag before
     far: Rerotation | None = None  # the base's RoPE turned back (positions "bounded")
+    choice: Choice = field(default_factory=lambda: Choice())  # share "global": this call's scores
 
     def new_cache(self) -> AHNCache:
         layers = len(self.decoder.layers)

@@ -115,37 +115,106 @@ class Store:
     def size(self) -> int:
         return self.k.shape[-2]
 
+    def pack(self, budget: tuple[int, ...]) -> Store:
+        """The cache's form of a store with per-head budgets: each KV head's first G_h entries
+        (where the store keeps its entries) side by side, [B, 1, sum G_h, ...], so a layer holds
+        what its budgets add up to, not its largest budget times its KV heads."""
 
-def expiry(score: torch.Tensor, slot: torch.Tensor, ok: torch.Tensor, G: int, W: int):
+        def cut(t: torch.Tensor) -> torch.Tensor:
+            return torch.cat([t[:, h : h + 1, :G] for h, G in enumerate(budget)], dim=2)
+
+        return self.map(cut)
+
+    def unpack(self, budget: tuple[int, ...]) -> Store:
+        """`pack` undone: [B, Hkv, max G_h, ...], the entries past a head's budget empty."""
+        G, heads, at = max(budget), [], 0
+        for G_h in budget:
+            entries = [t[:, :, at : at + G_h] for t in self.tensors()]
+            empty = Store.empty(self.k[:, :, :0], G - G_h).tensors()
+            heads.append([torch.cat(pair, dim=2) for pair in zip(entries, empty, strict=True)])
+            at += G_h
+        return Store(*(torch.cat(parts, dim=1) for parts in zip(*heads, strict=True)))
+
+
+def expiry(score, slot, ok, G: int, W: int, budget: torch.Tensor | None = None):
     """Expiry slots of candidates (the store's entries and newly evicted tokens), [B, Hkv, K].
 
     Candidate c is evicted at `slot_c + W` and expires when the G-th candidate outranking it is
     evicted (`NEVER` while fewer than G do). Candidates not `ok` never enter: their expiry is
-    their eviction.
+    their eviction. `budget` [Hkv] long: a G of each KV head (<= G; 0: nothing enters).
     """
     evict = slot + W  # [B, Hkv, K]
     s_c, s_o = score[..., :, None], score[..., None, :]  # c: the ranked one, o: another
     earlier = slot[..., None, :] < slot[..., :, None]
     outranks = ok[..., None, :] & ((s_o > s_c) | ((s_o == s_c) & earlier))  # [B, Hkv, K, K]
     when = torch.where(outranks, evict[..., None, :], NEVER)  # [B, Hkv, K, K]
-    gth = when.kthvalue(G, dim=-1).values  # K >= G: the store's G entries are candidates
+    if budget is None:
+        gth = when.kthvalue(G, dim=-1).values  # K >= G: the store's G entries are candidates
+    else:
+        index = (budget - 1).clamp(min=0)[None, :, None, None].expand(*when.shape[:-1], 1)
+        gth = when.sort(dim=-1).values.gather(-1, index)[..., 0]  # the G_h-th smallest
+        gth = torch.where(budget[None, :, None] > 0, gth, -NEVER)  # G_h = 0: evict at once
     return torch.where(ok, torch.maximum(evict, gth), evict)
 
 
-def advance(store: Store, k_new, v_new, slot_new, score_new, ok_new, W: int, last_query: int):
+def expiry_split(store: Store, score_new, slot_new, ok_new, W: int, budget=None):
+    """`expiry` of the store's entries and the new tokens [B, Hkv, G + m] in O(G log G + K m)
+    instead of O(K^2), K = G + m, for large stores; equal to it wherever an expiry is compared
+    with a query of the block (those before the block may differ: both are past).
+
+    Every store entry left the window before the block, so its outrankers among the store are
+    past; what remains is counting the new tokens (evicted in slot order) that outrank a
+    candidate until, with the `s_c` store entries that outrank it, they make its G_h."""
+    B, Hkv, G = store.score.shape
+    m = score_new.shape[-1]
+    cap = budget if budget is not None else torch.full((Hkv,), G, device=score_new.device)
+    cap = cap[None, :, None]  # [1, Hkv, 1]
+    s_store = torch.where(store.ok, store.score, float("-inf"))
+    # s_c of a store entry: ok entries with a higher score, or an equal one and an earlier slot
+    by_slot = store.slot.argsort(dim=-1, stable=True)
+    order = by_slot.gather(-1, s_store.gather(-1, by_slot).argsort(dim=-1, descending=True,
+                                                                   stable=True))  # fmt: skip
+    place = torch.empty_like(order).scatter_(-1, order, torch.arange(G, device=order.device)
+                                             .expand_as(order))  # fmt: skip
+    # s_c of a new token: ok store entries scoring at least as high (they are earlier)
+    ranked = s_store.sort(-1).values  # ascending; empty entries (-inf) first
+    s_new = G - torch.searchsorted(ranked.contiguous(), score_new.float().contiguous(),
+                                   right=False)  # fmt: skip
+    s_c = torch.cat([place, s_new], dim=-1)  # [B, Hkv, K]
+    score = torch.cat([store.score, score_new], dim=-1)
+    slot = torch.cat([store.slot, slot_new.expand(B, Hkv, m)], dim=-1)
+    ok = torch.cat([store.ok, ok_new], dim=-1)
+    n_score, n_slot = score_new[..., None, :], slot_new.view(1, 1, 1, m)
+    outranks = ok_new[..., None, :] & (
+        (n_score > score[..., None]) | ((n_score == score[..., None]) & (n_slot < slot[..., None]))
+    )
+    count = s_c[..., None] + outranks.long().cumsum(-1)  # [B, Hkv, K, m]
+    reached = count >= cap[..., None]
+    gth = torch.full_like(s_c, NEVER)
+    if m:
+        first = reached.long().argmax(-1)  # the new token completing G_h outrankers
+        evict_new = (slot_new + W).expand(B, Hkv, m)
+        gth = torch.where(reached.any(-1), evict_new.gather(-1, first), NEVER)
+    gth = torch.where((s_c >= cap) | (cap == 0), -NEVER, gth)  # G_h outranked it before
+    evict = slot + W
+    return torch.where(ok, torch.maximum(evict, gth), evict)
+
+
+def advance(store: Store, k_new, v_new, slot_new, score_new, ok_new, W: int, last_query: int,
+            budget: torch.Tensor | None = None):  # fmt: skip
     """The store's entries and the tokens evicted by queries up to `last_query` (k_new, v_new
-    [B, Hkv, m, D]; slot_new [m]; score_new, ok_new [B, Hkv, m]) ranked together.
+    [B, Hkv, m, D]; slot_new [m]; score_new, ok_new [B, Hkv, m]) ranked together; `budget`
+    [Hkv]: each KV head's G (None: the store's size for all).
 
     Returns (expiry of the store's entries [B, Hkv, G], of the new tokens [B, Hkv, m], the store
     read by `last_query` and kept for the queries after it).
     """
     G = store.size
     B, Hkv, m = score_new.shape
-    slot_new = slot_new.expand(B, Hkv, m)
-    slot = torch.cat([store.slot, slot_new], dim=-1)
+    E = expiry_split(store, score_new, slot_new, ok_new, W, budget)  # [B, Hkv, G + m]
+    slot = torch.cat([store.slot, slot_new.expand(B, Hkv, m)], dim=-1)
     score = torch.cat([store.score, score_new], dim=-1)
     ok = torch.cat([store.ok, ok_new], dim=-1)
-    E = expiry(score, slot, ok, G, W)  # [B, Hkv, G + m]
     alive = ok & (E > last_query)  # at most G of them
     keep = torch.argsort(alive.to(torch.int8), dim=-1, descending=True, stable=True)[..., :G]
     gather = lambda x: x.gather(-1, keep)
@@ -158,6 +227,43 @@ def advance(store: Store, k_new, v_new, slot_new, score_new, ok_new, W: int, las
         gather(alive),
     )
     return E[..., :G], E[..., G:], kept
+
+
+def advance_one(store: Store, k_new, v_new, slot_new, score_new, ok_new, last_query: int,
+                budget: torch.Tensor | None = None):  # fmt: skip
+    """`advance` for one query (`last_query`) evicting at most one token (m <= 1): the token
+    enters a store short of its budget, else takes the weakest entry's place if it outranks it
+    (a strictly higher score: it is the later token). O(G) instead of `expiry`'s O(G^2), for
+    decoding. The expiries it returns are only compared with `last_query` (NEVER: kept; the
+    query itself: gone), which is all a one-query block asks of them."""
+    B, Hkv, G = store.ok.shape
+    m = score_new.shape[-1]
+    never = torch.full_like(store.slot, NEVER)
+    if m == 0:
+        return never, never[..., :0], store
+    cap = store.ok.new_full((Hkv,), G, dtype=torch.long) if budget is None else budget
+    full = store.ok.sum(-1) >= cap[None, :]  # [B, Hkv]
+    # the place the new token would take: the weakest entry (lowest score, the later slot on a
+    # tie), or an empty entry while the store is short of its budget
+    rank = torch.where(store.ok, store.score, float("inf"))
+    low = rank.min(-1, keepdim=True).values
+    later = torch.where(store.ok & (rank == low), store.slot, -NEVER)
+    place = torch.where(full, later.argmax(-1), (~store.ok).long().argmax(-1))  # [B, Hkv]
+    beats = score_new[..., 0] > low[..., 0]
+    enters = ok_new[..., 0] & (cap[None, :] > 0) & (~full | beats)  # [B, Hkv]
+    onehot = torch.nn.functional.one_hot(place, G).bool() & enters[..., None]  # [B, Hkv, G]
+    put = lambda old, new: torch.where(onehot, new.expand_as(old), old)
+    put_d = lambda old, new: torch.where(onehot[..., None], new.expand_as(old), old)
+    kept = Store(
+        put_d(store.k, k_new),
+        put_d(store.v, v_new),
+        put(store.slot, slot_new.expand(B, Hkv, 1)),
+        put(store.score, score_new),
+        store.ok | onehot,
+    )
+    E_store = torch.where(onehot | ~store.ok, last_query, NEVER)  # the replaced one is gone
+    E_new = torch.where(enters, NEVER, last_query)[..., None]
+    return E_store, E_new, kept
 
 
 def reference_stores(scores: list[float], first: int, W: int, G: int, T: int) -> list[set[int]]:

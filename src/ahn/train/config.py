@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ahn import dtypes
-from ahn.config import MEMORY_TYPES, POSITIONS, SCORE_NAMES, AHNConfig
+from ahn.config import MEMORY_TYPES, POSITIONS, SCORE_NAMES, SHARES, AHNConfig, load_profile
 from ahn.flags import COMPILE_HELP, opt
 
 # --loss name -> (weight of KL(teacher || student), weight of the student's CE)
@@ -44,6 +44,13 @@ class TrainConfig:
     )
     salient_score: str = field(
         default="novelty", metadata=opt("how the store ranks evicted tokens", choices=SCORE_NAMES)
+    )
+    salient_heads: str | None = field(
+        default=None,
+        metadata=opt("the store's head profile: a profile-heads json or an AHN dir with one"),
+    )
+    salient_share: str = field(
+        default="head", metadata=opt("which heads share a choice of tokens", choices=SHARES)
     )
     positions: str = field(
         default="bounded",
@@ -147,6 +154,8 @@ class TrainConfig:
             layers=self.layers,
             salient=self.salient,
             salient_score=self.salient_score,
+            salient_heads=None if self.salient_heads is None else load_profile(self.salient_heads),
+            salient_share=self.salient_share,
             positions=self.positions,
         )
 
