@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RUNTIME := $(VENV)/.installed
 TESTING := $(VENV)/.installed-test
 
-.PHONY: demo demo-toy test lint bench clean
+.PHONY: demo demo-toy test lint bench kvpress clean
 
 $(RUNTIME): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -44,5 +44,25 @@ bench: $(RUNTIME)
 	$(BIN)/python benchmarks/inference.py --threads 1
 	$(BIN)/python benchmarks/train.py --threads 1 --seq-lens 1024 4096
 
+# kvpress's presses on the evaluation's passkey prompts, beside the AHN (docs/benchmarks.md).
+# kvpress 0.5.5 needs transformers < 5.3, so it gets an environment of its own; the prompts
+# pass between the two as token ids.
+KVPRESS := .venv-kvpress
+KVPRESS_OUT := runs/kvpress
+
+$(KVPRESS)/.installed:
+	test -x $(KVPRESS)/bin/python || $(PY) -m venv $(KVPRESS)
+	$(KVPRESS)/bin/python -m pip install -q --upgrade pip
+	$(KVPRESS)/bin/python -m pip install -q "torch==2.13.0"
+	$(KVPRESS)/bin/python -m pip install -q "kvpress==0.5.5"
+	touch $@
+
+kvpress: $(RUNTIME) $(KVPRESS)/.installed
+	mkdir -p $(KVPRESS_OUT)
+	$(BIN)/python benchmarks/kvpress_prompts.py --lengths 4k,8k --output $(KVPRESS_OUT)/prompts.jsonl
+	$(KVPRESS)/bin/python benchmarks/kvpress_run.py --prompts $(KVPRESS_OUT)/prompts.jsonl \
+		--base "$$($(BIN)/ahn fetch-base smollm2-135m-instruct | tail -1)" --keep 576,728 \
+		--output $(KVPRESS_OUT)/results.jsonl
+
 clean:
-	rm -rf $(VENV) runs build *.egg-info src/*.egg-info
+	rm -rf $(VENV) $(KVPRESS) runs build *.egg-info src/*.egg-info

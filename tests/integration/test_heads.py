@@ -64,3 +64,30 @@ def test_profiles_load_from_json_or_ahn_dir(tmp_path):
     (tmp_path / "q.json").write_text("{}")
     with pytest.raises(ValueError, match="has no salient_heads"):
         load_profile(tmp_path / "q.json")
+
+
+def test_gates_mix_full_attention_and_the_window(tokenizer):
+    from transformers import AttentionInterface
+
+    from ahn.eval.heads import GATED, gated_attention, learned_profile
+
+    AttentionInterface.register(GATED, gated_attention)
+    model = make_model("mistral-gqa")
+    ids = chat_rows(tokenizer, *CHATS[0])[0][None]
+    full = model(ids).logits
+    model.config._attn_implementation = "ahn_gated"
+    for layer in model.model.layers:
+        layer.self_attn._gate, layer.self_attn._lossless = torch.ones(3), (2, 5)
+    torch.testing.assert_close(model(ids).logits, full, atol=1e-5, rtol=1e-5)
+    for layer in model.model.layers:
+        layer.self_attn._gate = torch.zeros(3)
+    band = model(ids).logits
+    model.config._attn_implementation = "sdpa"
+    import ahn
+
+    ahn.augment(model, ahn.AHNConfig(window=5, sinks=2, positions="original"))  # zero o_proj
+    torch.testing.assert_close(band, model(ids, use_cache=False).logits, atol=1e-5, rtol=1e-5)
+    ahn.unaugment(model)
+    gates = learned_profile(model, tokenizer, CHATS, sinks=2, window=5, steps=3, penalty=1.0)
+    assert gates.shape == (2, 3) and bool((gates >= 0).all() and (gates < 1).any())
+    assert model.config._attn_implementation == "sdpa"

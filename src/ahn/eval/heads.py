@@ -91,6 +91,70 @@ def retrieval_profile(model, tokenizer, chats: list[tuple[dict, str]]) -> torch.
     return credit.cpu() / count
 
 
+GATED = "ahn_gated"
+
+
+def gated_attention(module, query, key, value, attention_mask, scaling=None, **kwargs):
+    """DuoAttention's mix per KV head: `a` full attention + `1 - a` sinks + window
+    (`module._gate` [Hkv] in [0, 1], `module._lossless` (sinks, window))."""
+    full, _ = sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling,
+                                     **kwargs)  # fmt: skip  # [B, T, H, D]
+    sinks, window = module._lossless
+    T = query.shape[-2]
+    i, j = torch.arange(T)[:, None], torch.arange(T)[None, :]
+    band = (j <= i) & ((i - j < window) | (j < sinks))  # [T, T]
+    stream = torch.nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=band, scale=scaling, enable_gqa=True
+    ).transpose(1, 2)
+    gate = module._gate.repeat_interleave(query.shape[1] // key.shape[1])[:, None]  # [H, 1]
+    return gate * full + (1 - gate) * stream, None
+
+
+def learned_profile(model, tokenizer, chats, sinks: int, window: int, steps: int,
+                    lr: float = 0.02, penalty: float = 0.05, seed: int = 0) -> torch.Tensor:  # fmt: skip
+    """DuoAttention's gates (arXiv 2410.10819), the base frozen: one gate a in [0, 1] per
+    (layer, KV head) mixes full attention and sinks + window; trained on the chats' answer
+    positions to keep the last hidden states of full attention (relative squared distance)
+    with `penalty * mean(a)` pushing heads to the window. Returns [layers, Hkv]."""
+    attns = [layer.self_attn for layer in model.model.layers]
+    kv = model.config.num_key_value_heads
+    gates = torch.nn.Parameter(torch.ones(len(attns), kv))
+    optimizer = torch.optim.Adam([gates], lr=lr)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    AttentionInterface.register(GATED, gated_attention)
+    before = model.config._attn_implementation
+    rng = random.Random(seed)
+    try:
+        for step in range(steps):
+            chat, fact = chats[rng.randrange(len(chats))]
+            ids, rows, sources = chat_rows(tokenizer, chat, fact)
+            rows = torch.tensor(rows)
+            with torch.no_grad():
+                model.config._attn_implementation = before
+                want = model.model(ids[None]).last_hidden_state[0, rows]  # [R, hidden]
+            model.config._attn_implementation = GATED
+            for i, attn in enumerate(attns):
+                attn._gate, attn._lossless = gates[i], (sinks, window)
+            got = model.model(ids[None]).last_hidden_state[0, rows]
+            distance = ((got - want) ** 2).sum(-1).mean() / (want**2).sum(-1).mean()
+            loss = distance + penalty * gates.mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                gates.clamp_(0.0, 1.0)
+            if step % 10 == 0 or step == steps - 1:
+                print(f"[ahn] gates step {step}: distance {distance.item():.4f}, "
+                      f"mean gate {gates.mean().item():.3f}")  # fmt: skip
+    finally:
+        model.config._attn_implementation = before
+        for attn in attns:
+            for name in ("_gate", "_lossless"):
+                attn.__dict__.pop(name, None)
+    return gates.detach()
+
+
 def kv_profile(per_query_head: torch.Tensor, kv_heads: int) -> torch.Tensor:
     """[layers, H] -> [layers, Hkv]: the largest score of the query heads sharing a KV head."""
     L, H = per_query_head.shape
@@ -145,6 +209,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seq-len", type=int, default=2048, help="longest chat (tokens)")
     parser.add_argument("--min-back", type=int, default=512, help="fact at least N tokens back")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--kind", default="retrieval", choices=("retrieval", "learned"),
+                        help="attention on the fact (training-free) or DuoAttention's gates")
+    parser.add_argument("--steps", type=int, default=100, help="learned: gate training steps")
+    parser.add_argument("--window", type=int, default=480, help="learned: the gates' window")
+    parser.add_argument("--sinks", type=int, default=32, help="learned: the gates' sinks")
     parser.add_argument("--top", type=int, help="budget only to the N highest-scoring KV heads")
     parser.add_argument("--plot", help="also draw the profile into this png (plots extra)")
 
@@ -161,13 +230,17 @@ def run(args) -> int:
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
     chats = training_chats(tokenizer, args.chats, args.seq_len, args.min_back, args.seed)
-    per_head = retrieval_profile(model, tokenizer, chats)
-    scores = kv_profile(per_head, model.config.num_key_value_heads)
+    if args.kind == "retrieval":
+        per_head = retrieval_profile(model, tokenizer, chats)
+        scores = kv_profile(per_head, model.config.num_key_value_heads)
+    else:
+        scores = per_head = learned_profile(model, tokenizer, chats, args.sinks, args.window,
+                                            args.steps, seed=args.seed)  # fmt: skip
     profile = top_heads(scores, args.top)
     rounded = lambda x: [[round(float(w), 5) for w in row] for row in x]  # noqa: E731
     record = {
         "salient_heads": rounded(profile),
-        "kind": "retrieval",
+        "kind": args.kind,
         "top": args.top,
         "scores": rounded(scores),
         "query_heads": rounded(per_head),
@@ -180,5 +253,5 @@ def run(args) -> int:
     print(f"[ahn] {args.output}: top (layer, KV head): "
           + ", ".join(f"({i}, {h}) {w:.3f}" for w, i, h in top))  # fmt: skip
     if args.plot:
-        print(f"[ahn] {plot(record['salient_heads'], Path(args.plot), 'retrieval profile')}")
+        print(f"[ahn] {plot(record['salient_heads'], Path(args.plot), f'{args.kind} profile')}")
     return 0
