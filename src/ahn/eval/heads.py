@@ -110,8 +110,10 @@ def gated_attention(module, query, key, value, attention_mask, scaling=None, **k
     return gate * full + (1 - gate) * stream, None
 
 
-def learned_profile(model, tokenizer, chats, sinks: int, window: int, steps: int,
-                    lr: float = 0.02, penalty: float = 0.05, seed: int = 0) -> torch.Tensor:  # fmt: skip
+def learned_profile(
+    model, tokenizer, chats, sinks: int, window: int, steps: int, lr: float = 0.02,
+    penalty: float = 0.05, seed: int = 0,
+) -> torch.Tensor:  # fmt: skip
     """DuoAttention's gates (arXiv 2410.10819), the base frozen: one gate a in [0, 1] per
     (layer, KV head) mixes full attention and sinks + window; trained on the chats' answer
     positions to keep the last hidden states of full attention (relative squared distance)
@@ -209,8 +211,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seq-len", type=int, default=2048, help="longest chat (tokens)")
     parser.add_argument("--min-back", type=int, default=512, help="fact at least N tokens back")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--kind", default="retrieval", choices=("retrieval", "learned"),
-                        help="attention on the fact (training-free) or DuoAttention's gates")
+    parser.add_argument(
+        "--kind",
+        default="retrieval",
+        choices=("retrieval", "learned"),
+        help="attention on the fact (training-free) or DuoAttention's gates",
+    )
     parser.add_argument("--steps", type=int, default=100, help="learned: gate training steps")
     parser.add_argument("--window", type=int, default=480, help="learned: the gates' window")
     parser.add_argument("--sinks", type=int, default=32, help="learned: the gates' sinks")
