@@ -179,3 +179,22 @@ def test_split_expiry_is_the_quadratic_reference_for_the_block(budget):
             assert torch.equal(ref > t, got > t), (m, t)
         store = advance(store, k, k, slots, score, ok, W, slot0 + W + max(m, 1) - 1, cap)[2]
         slot0 += m
+
+
+def test_novelty_one_token_at_a_time_is_the_whole_sequence():
+    from ahn.integration.store import Evicted, novelty
+
+    gen = torch.Generator().manual_seed(5)
+    B, Hkv, n, D = 2, 3, 9, 8
+    k, v = torch.randn(B, Hkv, n, D, generator=gen), torch.randn(B, Hkv, n, D, generator=gen)
+    absorb = torch.ones(B, n, dtype=torch.bool)
+    absorb[0, 4] = False
+    whole, final = novelty(Evicted(k, v, None, None, absorb, None))
+    first, state = novelty(Evicted(k[:, :, :1], v[:, :, :1], None, None, absorb[:, :1], None))
+    scores = [first]
+    for j in range(1, n):
+        one = Evicted(k[:, :, j : j + 1], v[:, :, j : j + 1], None, None, absorb[:, j : j + 1], state)
+        s, state = novelty(one)
+        scores.append(s)
+    torch.testing.assert_close(torch.cat(scores, -1), whole, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(state, final, atol=1e-5, rtol=1e-4)

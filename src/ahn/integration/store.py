@@ -47,8 +47,14 @@ def novelty(e: Evicted) -> tuple[torch.Tensor, torch.Tensor]:
     over the evicted tokens' own normalised keys and values: what the whole evicted past, not
     the memory's decaying state, could not predict. Returns (scores [B, Hkv, n], N after them
     [B, Hkv, D, D] float32)."""
-    from ahn.ops import chunk_delta_rule
+    from ahn.ops import chunk_delta_rule, l2norm
 
+    if e.k.shape[2] == 1 and e.state is not None:  # decoding: one step of the rule itself
+        k, v = l2norm(e.k[:, :, 0].float()), e.v[:, :, 0].float()  # [B, Hkv, D]
+        beta = 1.0 if e.absorb is None else e.absorb[:, :1, None].float()  # [B, 1, 1]
+        error = beta * (v - torch.einsum("bhkv,bhk->bhv", e.state, k))  # [B, Hkv, D]
+        state = e.state + k[..., :, None] * error[..., None, :]
+        return torch.linalg.vector_norm(error, dim=-1)[..., None], state
     k, v = e.k.transpose(1, 2), e.v.transpose(1, 2)  # [B, n, Hkv, D]
     beta = k.new_ones(k.shape[:3])
     if e.absorb is not None:
