@@ -193,8 +193,8 @@ def test_novelty_one_token_at_a_time_is_the_whole_sequence():
     first, state = novelty(Evicted(k[:, :, :1], v[:, :, :1], None, None, absorb[:, :1], None))
     scores = [first]
     for j in range(1, n):
-        one = Evicted(k[:, :, j : j + 1], v[:, :, j : j + 1], None, None, absorb[:, j : j + 1], state)
-        s, state = novelty(one)
+        at = slice(j, j + 1)
+        s, state = novelty(Evicted(k[:, :, at], v[:, :, at], None, None, absorb[:, at], state))
         scores.append(s)
     torch.testing.assert_close(torch.cat(scores, -1), whole, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(state, final, atol=1e-5, rtol=1e-4)
