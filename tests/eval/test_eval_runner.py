@@ -165,3 +165,23 @@ def test_missing_matplotlib_is_said_before_the_work_and_results_still_written(
     evaluate(model, tok, config, tmp_path, progress=False)
     assert "matplotlib is not installed" in capsys.readouterr().out
     assert (tmp_path / "results.json").is_file() and not list(tmp_path.glob("*.png"))
+
+
+def test_a_head_profile_is_run_recorded_and_drawn(tmp_path, tiny_base_dir, ahn_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ahn.eval.runner import evaluate
+
+    profile = tmp_path / "profile.json"
+    profile.write_text(json.dumps({"salient_heads": [[1, 0], [0, 3]]}))
+    model = ahn.load(AutoModelForCausalLM.from_pretrained(tiny_base_dir), ahn_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_base_dir)
+    config = EvalConfig(["passkey"], [300], ["ahn"], depths=[0.5], max_new_tokens=2, salient=4,
+                        salient_heads=str(profile), salient_share="layer")  # fmt: skip
+    evaluate(model, tok, config, tmp_path / "run", progress=False)
+    record = json.loads((tmp_path / "run" / "predictions.jsonl").read_text().splitlines()[0])
+    assert record["identity"]["ahn_config"]["salient_heads"] == [[1.0, 0.0], [0.0, 3.0]]
+    assert record["identity"]["ahn_config"]["salient_share"] == "layer"
+    assert (tmp_path / "run" / "store_budgets.png").is_file()
+    rt = ahn.integration.augment.runtime_of(model)
+    assert rt.config.salient_heads is None and rt.config.salient_share == "head"  # put back
