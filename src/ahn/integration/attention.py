@@ -110,12 +110,13 @@ def windowed_step(q, k_new, v_new, ctx: LayerContext, scaling):
 
 
 def _plain_decode(C: int, ctx: LayerContext, layer: AHNLayer) -> bool:
-    """One new token, a full window whose oldest token is regular (the memory absorbs it), no
-    store: what `windowed_step` does then in one memory call (`decode_step`)."""
+    """One new token, a full window whose oldest token is regular (the memory absorbs it), and
+    a store (if any) whose score does not need the memory's write error: what `windowed_step`
+    does then in one memory call (`decode_step`)."""
     return (
         C == 1
         and ctx.memory is not None
-        and not ctx.salient
+        and not (ctx.salient and SCORES[ctx.score].surprise)
         and ctx.cache_layer is layer
         and layer.is_initialized
         and layer.gates is not None
@@ -149,10 +150,42 @@ def decode_step(q, q_far, k_new, v_new, ctx: LayerContext, layer: AHNLayer, scal
     general path does (the three-path tests run through both)."""
     evicted = layer.keys[..., :1, :], layer.values[..., :1, :], layer.gates[:, :1]
     mem, state, z_new = ctx.memory.decode(ctx.x, q, *evicted, layer.state)
-    view = layer.view(k_new, v_new, z_new, ctx.pad)
-    out = lossless_attention(q, q_far, view, ctx, scaling)  # [B, 1, H, D]
-    layer.commit(view, 1, state)
+    view = layer.view(k_new, v_new, z_new, ctx.pad, ctx.salient, ctx.budget)
+    if view.store is None:
+        out = lossless_attention(q, q_far, view, ctx, scaling)  # [B, 1, H, D]
+        layer.commit(view, 1, state)
+    else:
+        out, store, score_state = store_decode(q, q_far, view, ctx, layer, evicted[2], scaling)
+        layer.commit(view, 1, state, store, score_state, ctx.budget)
     return out + mem if ctx.read_memory else out
+
+
+def store_decode(q, q_far, view: LosslessView, ctx: LayerContext, layer: AHNLayer, z, scaling):
+    """`decode_step`'s attention with the store: the window's oldest token (slot `t - W`, write
+    gates `z` [B, 1, H, G]) is scored and ranked against the store (`advance_one`), and query `t`
+    attends sinks, the store after it and the window in one softmax: what `store_attention`
+    does for a one-query chunk, without its block bookkeeping. Returns (out [B, 1, H, D], the
+    store, the score's state)."""
+    t, W, (B, H), Hkv = view.seen, ctx.window, q.shape[:2], view.k_loc.shape[1]
+    k_ev, v_ev = view.k_loc[..., :1, :], view.v_loc[..., :1, :]
+    gates = lambda: ctx.memory.gates(z)  # noqa: E731
+    evicted = Evicted(k_ev, v_ev, gates, None, None, layer.score_state)
+    scores, score_state = choose(SCORES[ctx.score], evicted, ctx)  # [B, Hkv, 1]
+    slot = torch.tensor([t], device=q.device)
+    if q_far is not None:  # the store's frame, turned as its evicting query (t)
+        k_ev = ctx.far.back(k_ev, far_turn(slot, ctx.pad, horizon(ctx.sinks, ctx.salient, W)))
+    budget = None if ctx.budget is None else torch.tensor(ctx.budget, device=q.device)
+    store = advance_one(view.store, k_ev, v_ev, slot - W, scores, scores > float("-inf"), t,
+                        budget)[2]  # fmt: skip
+    sinks = _sink_mask(t, slot, view, ctx)[:, None].expand(-1, Hkv, -1, -1)  # [B, Hkv, 1, S]
+    window = sinks.new_ones(B, Hkv, 1, W)
+    ok = torch.cat([sinks, store.ok[:, :, None, :], window], dim=-1)
+    ok = ok[:, :, None].expand(-1, -1, H // Hkv, -1, -1).flatten(1, 2)  # [B, H, 1, S + G + W]
+    qb, k, v = two_frames(q, q_far, torch.cat([view.sink_k, store.k], dim=-2),
+                          torch.cat([view.sink_v, store.v], dim=-2),
+                          view.k_loc[..., 1:, :], view.v_loc[..., 1:, :])  # fmt: skip
+    out = F.scaled_dot_product_attention(qb, k, v, attn_mask=ok, scale=scaling, enable_gqa=True)
+    return out.transpose(1, 2), store, score_state
 
 
 def lossless_attention(q, q_far, view: LosslessView, ctx: LayerContext, scaling):
