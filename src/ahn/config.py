@@ -44,7 +44,8 @@ class AHNConfig:
         prefill_chunk: prompt tokens processed per forward call when a cache is in use, so that
             prefill memory is bounded by `sinks + window + prefill_chunk`.
         salient: evicted tokens kept exactly per layer and KV head beside the memory (the
-            salient store, SPEC §2b); 0 (the default) is the AHN of the paper.
+            salient store, SPEC §2b), on average over the heads when `salient_heads` is set;
+            0 (the default) is the AHN of the paper.
         salient_score: how the store ranks evicted tokens, one of `SCORE_NAMES`.
         salient_heads: the head profile, one weight >= 0 per (decoder layer, KV head): the
             store's total, `salient` times the windowed (layer, KV head) pairs, is shared in

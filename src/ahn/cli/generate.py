@@ -32,7 +32,7 @@ def add_model_arguments(parser, modes: tuple[str, ...] = MODES) -> None:
         parser.add_argument(
             "--salient",
             type=int,
-            help="salient store: evicted tokens kept exactly per layer and KV head in mode ahn "
+            help="salient store: evicted tokens kept per layer and KV head (the mean) in mode ahn "
             "(default: the AHN's own; 0: off)",
         )
         parser.add_argument("--positions", choices=POSITIONS, help=POSITIONS_HELP)

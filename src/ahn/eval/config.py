@@ -121,7 +121,7 @@ class EvalConfig:
     window: int | None = field(default=None, metadata=opt("override the lossless window"))
     sinks: int | None = field(default=None, metadata=opt("override the number of sinks"))
     salient: int | None = field(
-        default=None, metadata=opt("override the salient store size per KV head (0: off)")
+        default=None, metadata=opt("override the store's entries per KV head (the mean; 0: off)")
     )
     positions: str | None = field(
         default=None,

@@ -40,7 +40,7 @@ class TrainConfig:
     )
     salient: int = field(
         default=0,
-        metadata=opt("salient store: evicted tokens kept exactly per layer and KV head (0: off)"),
+        metadata=opt("salient store: evicted tokens kept per layer and KV head (mean; 0: off)"),
     )
     salient_score: str = field(
         default="novelty", metadata=opt("how the store ranks evicted tokens", choices=SCORE_NAMES)
