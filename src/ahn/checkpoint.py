@@ -118,6 +118,7 @@ def model_card(config: AHNConfig, base: str, tensors: dict, training: dict | Non
         front.append(f"base_model: {base}")
     front += [f"ahn_memory: {config.memory}", f"ahn_window: {config.window}",
               f"ahn_sinks: {config.sinks}", f"ahn_salient: {config.salient}",
+              f"ahn_salient_share: {config.salient_share}",
               f"ahn_positions: {config.positions}", f"ahn_parameters: {params}",
               "---", ""]  # fmt: skip
     lines = [
@@ -130,7 +131,14 @@ def model_card(config: AHNConfig, base: str, tensors: dict, training: dict | Non
         *(
             [
                 f"A salient store keeps {config.salient} evicted tokens per layer and KV head "
-                f"exactly (chosen by {config.salient_score}).",
+                f"exactly (chosen by {config.salient_score})"
+                + (
+                    " on average: its head profile (`salient_heads` in ahn_config.json) gives "
+                    "the heads that retrieve most of them"
+                    if config.salient_heads
+                    else ""
+                )
+                + ".",
                 "",
             ]
             if config.salient

@@ -194,9 +194,10 @@ def plot(profile: list[list[float]], out: Path, title: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(2.5 + 0.5 * len(profile[0]), 0.18 * len(profile) + 1.5))
+    fig, ax = plt.subplots(figsize=(4 + 0.5 * len(profile[0]), 0.18 * len(profile) + 1.5))
     image = ax.imshow(profile, aspect="auto", cmap="viridis")
-    ax.set(xlabel="KV head", ylabel="layer", title=title)
+    ax.set(xlabel="KV head", ylabel="layer", xticks=range(len(profile[0])))
+    ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
