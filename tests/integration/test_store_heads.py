@@ -198,3 +198,18 @@ def test_novelty_one_token_at_a_time_is_the_whole_sequence():
         scores.append(s)
     torch.testing.assert_close(torch.cat(scores, -1), whole, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(state, final, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("profile", [None, PROFILE])
+def test_decoding_between_prefills_keeps_the_store(profile, ids):
+    """Prefill, decode, prefill again, ...: the packed store decoding writes is the one the next
+    prefill unpacks (and the reverse)."""
+    model = make_ahn_model("mistral-gqa", window=5, sinks=2, salient=3, salient_heads=profile)
+    parallel = model(ids, use_cache=False).logits
+    cache, logits, at = None, [], 0
+    for size in (9, 1, 1, 1, 7, 1, 1, 1, 1, 12, 1, 1, 3, 1, 1, 1, 1, 1):
+        out = model(ids[:, at : at + size], cache=cache, use_cache=True)
+        cache, at = out.cache, at + size
+        logits.append(out.logits)
+    assert at == ids.shape[1]
+    torch.testing.assert_close(torch.cat(logits, dim=1), parallel, **TOL)

@@ -15,7 +15,15 @@ import torch.nn.functional as F
 
 from ahn.integration.cache import AHNLayer, Choice, Lossless, LosslessView
 from ahn.integration.positions import Rerotation, far_turn, horizon, two_frames
-from ahn.integration.store import SCORES, Evicted, advance, advance_one
+from ahn.integration.store import (
+    SCORES,
+    Evicted,
+    Store,
+    advance,
+    advance_one,
+    advance_one_packed,
+    owned,
+)
 
 # Queries processed per block in the parallel path: each block sees sinks + window + block
 # keys, so smaller blocks waste less of the band mask, larger ones make fewer calls. At
@@ -150,22 +158,23 @@ def decode_step(q, q_far, k_new, v_new, ctx: LayerContext, layer: AHNLayer, scal
     general path does (the three-path tests run through both)."""
     evicted = layer.keys[..., :1, :], layer.values[..., :1, :], layer.gates[:, :1]
     mem, state, z_new = ctx.memory.decode(ctx.x, q, *evicted, layer.state)
-    view = layer.view(k_new, v_new, z_new, ctx.pad, ctx.salient, ctx.budget)
-    if view.store is None:
+    view = layer.view(k_new, v_new, z_new, ctx.pad)  # the store, if any, as the cache holds it
+    if not ctx.salient:
         out = lossless_attention(q, q_far, view, ctx, scaling)  # [B, 1, H, D]
         layer.commit(view, 1, state)
     else:
         out, store, score_state = store_decode(q, q_far, view, ctx, layer, evicted[2], scaling)
-        layer.commit(view, 1, state, store, score_state, ctx.budget)
+        layer.commit(view, 1, state, store, score_state)
     return out + mem if ctx.read_memory else out
 
 
 def store_decode(q, q_far, view: LosslessView, ctx: LayerContext, layer: AHNLayer, z, scaling):
     """`decode_step`'s attention with the store: the window's oldest token (slot `t - W`, write
-    gates `z` [B, 1, H, G]) is scored and ranked against the store (`advance_one`), and query `t`
-    attends sinks, the store after it and the window in one softmax: what `store_attention`
-    does for a one-query chunk, without its block bookkeeping. Returns (out [B, 1, H, D], the
-    store, the score's state)."""
+    gates `z` [B, 1, H, G]) is scored and ranked against the store (`advance_one`, or on the
+    packed store of per-head budgets `advance_one_packed`), and query `t` attends sinks, the
+    store after it and the window in one softmax: what `store_attention` does for a one-query
+    chunk, without its block bookkeeping. Returns (out [B, 1, H, D], the store as the cache
+    holds it, the score's state)."""
     t, W, (B, H), Hkv = view.seen, ctx.window, q.shape[:2], view.k_loc.shape[1]
     k_ev, v_ev = view.k_loc[..., :1, :], view.v_loc[..., :1, :]
     gates = lambda: ctx.memory.gates(z)  # noqa: E731
@@ -174,15 +183,23 @@ def store_decode(q, q_far, view: LosslessView, ctx: LayerContext, layer: AHNLaye
     slot = torch.tensor([t], device=q.device)
     if q_far is not None:  # the store's frame, turned as its evicting query (t)
         k_ev = ctx.far.back(k_ev, far_turn(slot, ctx.pad, horizon(ctx.sinks, ctx.salient, W)))
-    budget = None if ctx.budget is None else torch.tensor(ctx.budget, device=q.device)
-    store = advance_one(view.store, k_ev, v_ev, slot - W, scores, scores > float("-inf"), t,
-                        budget)[2]  # fmt: skip
+    ok_new = scores > float("-inf")
+    if ctx.budget is None:
+        old = layer.store or Store.empty(k_ev, ctx.salient)
+        store = advance_one(old, k_ev, v_ev, slot - W, scores, ok_new, t)[2]
+        store_ok, store_k, store_v = store.ok, store.k, store.v  # [B, Hkv, G(, D)]
+    else:  # packed: every KV head reads the layer's entries, masked to its own
+        old = layer.store or Store.empty(k_ev[:, :1], sum(ctx.budget))
+        budget = torch.tensor(ctx.budget, device=q.device)
+        store = advance_one_packed(old, budget, k_ev, v_ev, slot - W, scores, ok_new)
+        store_ok = owned(store, ctx.budget)  # [B, Hkv, N]
+        store_k, store_v = (x.expand(-1, Hkv, -1, -1) for x in (store.k, store.v))
     sinks = _sink_mask(t, slot, view, ctx)[:, None].expand(-1, Hkv, -1, -1)  # [B, Hkv, 1, S]
     window = sinks.new_ones(B, Hkv, 1, W)
-    ok = torch.cat([sinks, store.ok[:, :, None, :], window], dim=-1)
+    ok = torch.cat([sinks, store_ok[:, :, None, :], window], dim=-1)
     ok = ok[:, :, None].expand(-1, -1, H // Hkv, -1, -1).flatten(1, 2)  # [B, H, 1, S + G + W]
-    qb, k, v = two_frames(q, q_far, torch.cat([view.sink_k, store.k], dim=-2),
-                          torch.cat([view.sink_v, store.v], dim=-2),
+    qb, k, v = two_frames(q, q_far, torch.cat([view.sink_k, store_k], dim=-2),
+                          torch.cat([view.sink_v, store_v], dim=-2),
                           view.k_loc[..., 1:, :], view.v_loc[..., 1:, :])  # fmt: skip
     out = F.scaled_dot_product_attention(qb, k, v, attn_mask=ok, scale=scaling, enable_gqa=True)
     return out.transpose(1, 2), store, score_state

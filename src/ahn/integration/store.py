@@ -272,6 +272,49 @@ def advance_one(store: Store, k_new, v_new, slot_new, score_new, ok_new, last_qu
     return E_store, E_new, kept
 
 
+def advance_one_packed(packed: Store, budget: torch.Tensor, k_new, v_new, slot_new, score_new,
+                       ok_new) -> Store:  # fmt: skip
+    """`advance_one` on the cache's packed store ([B, 1, N, ...], `Store.pack`; `budget` [Hkv]
+    long, N its sum) in place of unpacking it: KV head h owns the entries `owner == h`, and the
+    new token takes the first empty one of its head's, or its weakest. Returns the packed store
+    after the query."""
+    B, _, N = packed.ok.shape
+    Hkv = budget.shape[0]
+    owner = torch.repeat_interleave(torch.arange(Hkv, device=budget.device), budget)  # [N]
+    mine = owner[None, :] == torch.arange(Hkv, device=budget.device)[:, None]  # [Hkv, N]
+    ok = packed.ok & mine  # [B, Hkv, N]
+    full = ok.sum(-1) >= budget  # [B, Hkv]
+    rank = torch.where(ok, packed.score, float("inf"))
+    low = rank.min(-1, keepdim=True).values
+    later = torch.where(ok & (rank == low), packed.slot, -NEVER)
+    first_empty = (~packed.ok & mine).long().argmax(-1)
+    place = torch.where(full, later.argmax(-1), first_empty)  # [B, Hkv] an index into N
+    beats = score_new[..., 0] > low[..., 0]
+    enters = ok_new[..., 0] & (budget > 0) & (~full | beats)  # [B, Hkv]
+    onehot = torch.nn.functional.one_hot(place, N).bool() & enters[..., None]  # [B, Hkv, N]
+    hit = onehot.any(1)  # [B, N]: the heads own disjoint entries, at most one writes each
+    head = onehot.long().argmax(1)  # [B, N] the head that writes there
+    take = lambda x: x.gather(1, head.view(B, N, *[1] * (x.dim() - 2)).expand(  # noqa: E731
+        B, N, *x.shape[2:]))[:, None]  # [B, Hkv, ...] -> [B, 1, N, ...]  # fmt: skip
+    put = lambda old, new: torch.where(  # noqa: E731
+        hit.view(B, 1, N, *[1] * (old.dim() - 3)), new, old)  # fmt: skip
+    return Store(
+        put(packed.k, take(k_new[:, :, 0])),
+        put(packed.v, take(v_new[:, :, 0])),
+        put(packed.slot, slot_new.view(1, 1, 1).expand(B, 1, N)),
+        put(packed.score, take(score_new[..., 0])),
+        packed.ok | hit[:, None],
+    )
+
+
+def owned(packed: Store, budget: tuple[int, ...]) -> torch.Tensor:
+    """[B, Hkv, N] bool: the packed store's live entries of each KV head."""
+    device = packed.ok.device
+    owner = torch.repeat_interleave(torch.arange(len(budget), device=device),
+                                    torch.tensor(budget, device=device))  # fmt: skip
+    return packed.ok & (owner[None, :] == torch.arange(len(budget), device=device)[:, None])
+
+
 def reference_stores(scores: list[float], first: int, W: int, G: int, T: int) -> list[set[int]]:
     """The readable definition (tests): the store of every query `t < T` as a set of token
     indices, from per-token scores (None: never stored) of tokens `first, first + 1, ...`."""
