@@ -190,8 +190,7 @@ def store_decode(q, q_far, view: LosslessView, ctx: LayerContext, layer: AHNLaye
         store_ok, store_k, store_v = store.ok, store.k, store.v  # [B, Hkv, G(, D)]
     else:  # packed: every KV head reads the layer's entries, masked to its own
         old = layer.store or Store.empty(k_ev[:, :1], sum(ctx.budget))
-        budget = torch.tensor(ctx.budget, device=q.device)
-        store = advance_one_packed(old, budget, k_ev, v_ev, slot - W, scores, ok_new)
+        store = advance_one_packed(old, ctx.budget, k_ev, v_ev, slot - W, scores, ok_new)
         store_ok = owned(store, ctx.budget)  # [B, Hkv, N]
         store_k, store_v = (x.expand(-1, Hkv, -1, -1) for x in (store.k, store.v))
     sinks = _sink_mask(t, slot, view, ctx)[:, None].expand(-1, Hkv, -1, -1)  # [B, Hkv, 1, S]

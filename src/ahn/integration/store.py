@@ -13,6 +13,7 @@ outranked by all G members, hence by every member of any later store.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -272,25 +273,24 @@ def advance_one(store: Store, k_new, v_new, slot_new, score_new, ok_new, last_qu
     return E_store, E_new, kept
 
 
-def advance_one_packed(packed: Store, budget: torch.Tensor, k_new, v_new, slot_new, score_new,
-                       ok_new) -> Store:  # fmt: skip
-    """`advance_one` on the cache's packed store ([B, 1, N, ...], `Store.pack`; `budget` [Hkv]
-    long, N its sum) in place of unpacking it: KV head h owns the entries `owner == h`, and the
+def advance_one_packed(packed: Store, budget: tuple[int, ...], k_new, v_new, slot_new,
+                       score_new, ok_new) -> Store:  # fmt: skip
+    """`advance_one` on the cache's packed store ([B, 1, N, ...], `Store.pack`; `budget`: G_h
+    of each KV head, N their sum) in place of unpacking it: KV head h owns its G_h entries, and the
     new token takes the first empty one of its head's, or its weakest. Returns the packed store
     after the query."""
     B, _, N = packed.ok.shape
-    Hkv = budget.shape[0]
-    owner = torch.repeat_interleave(torch.arange(Hkv, device=budget.device), budget)  # [N]
-    mine = owner[None, :] == torch.arange(Hkv, device=budget.device)[:, None]  # [Hkv, N]
+    mine = ownership(budget, str(packed.ok.device))  # [Hkv, N]
+    cap = torch.tensor(budget, device=packed.ok.device)  # [Hkv]
     ok = packed.ok & mine  # [B, Hkv, N]
-    full = ok.sum(-1) >= budget  # [B, Hkv]
+    full = ok.sum(-1) >= cap  # [B, Hkv]
     rank = torch.where(ok, packed.score, float("inf"))
     low = rank.min(-1, keepdim=True).values
     later = torch.where(ok & (rank == low), packed.slot, -NEVER)
     first_empty = (~packed.ok & mine).long().argmax(-1)
     place = torch.where(full, later.argmax(-1), first_empty)  # [B, Hkv] an index into N
     beats = score_new[..., 0] > low[..., 0]
-    enters = ok_new[..., 0] & (budget > 0) & (~full | beats)  # [B, Hkv]
+    enters = ok_new[..., 0] & (cap > 0) & (~full | beats)  # [B, Hkv]
     onehot = torch.nn.functional.one_hot(place, N).bool() & enters[..., None]  # [B, Hkv, N]
     hit = onehot.any(1)  # [B, N]: the heads own disjoint entries, at most one writes each
     head = onehot.long().argmax(1)  # [B, N] the head that writes there
@@ -307,12 +307,16 @@ def advance_one_packed(packed: Store, budget: torch.Tensor, k_new, v_new, slot_n
     )
 
 
+@functools.lru_cache(maxsize=256)
+def ownership(budget: tuple[int, ...], device: str) -> torch.Tensor:
+    """[Hkv, N] bool: entry n of a packed store (`Store.pack`) belongs to KV head h."""
+    owner = torch.repeat_interleave(torch.arange(len(budget)), torch.tensor(budget))  # [N]
+    return (owner[None, :] == torch.arange(len(budget))[:, None]).to(device)
+
+
 def owned(packed: Store, budget: tuple[int, ...]) -> torch.Tensor:
     """[B, Hkv, N] bool: the packed store's live entries of each KV head."""
-    device = packed.ok.device
-    owner = torch.repeat_interleave(torch.arange(len(budget), device=device),
-                                    torch.tensor(budget, device=device))  # fmt: skip
-    return packed.ok & (owner[None, :] == torch.arange(len(budget), device=device)[:, None])
+    return packed.ok & ownership(budget, str(packed.ok.device))
 
 
 def reference_stores(scores: list[float], first: int, W: int, G: int, T: int) -> list[set[int]]:
