@@ -104,16 +104,30 @@ def test_store_matters(ids):
 def test_selection_is_the_naive_per_query_top_g(window, sinks, G, chunk):
     """Attention with the store against a per-query reference: softmax over sinks, the naive
     top-G (by the same scores, with ties) and the window. Scores repeat, to exercise ties."""
+    pieces = [(a, min(29, a + chunk)) for a in range(0, 29, chunk)]
+    check_against_naive_top_g(window, sinks, G, pieces)
+
+
+@pytest.mark.parametrize("budget", [(3, 1), (0, 2), (2, 0), (3, 3)])
+def test_selection_is_the_naive_per_head_top_g(budget):
+    """Per-head budgets: each KV head's store the naive top-G_h of its scores (with ties)."""
+    pieces = [(0, 11), *((t, t + 1) for t in range(11, 29))]  # prefill, then decode
+    check_against_naive_top_g(4, 2, max(budget), pieces, budget)
+
+
+def check_against_naive_top_g(window, sinks, G, pieces, budget=None):
+    """`store_attention` over `pieces` (slot ranges of T = 29 tokens) equals, for every query,
+    the softmax over its sinks, the naive top-G of the evicted tokens (G_h of `budget` per KV
+    head) and its window."""
     gen = torch.Generator().manual_seed(42)
     B, Hkv, H, T, D = 1, 2, 4, 29, 8
     q, k, v = (torch.randn(B, n, T, D, generator=gen) for n in (H, Hkv, Hkv))
     scores = torch.randint(0, 4, (B, Hkv, T), generator=gen).float()  # many ties
     layer = AHNLayer(Lossless(window, sinks, G))
     ctx = LayerContext(None, layer, torch.zeros(B, dtype=torch.long), 0, window, sinks, None,
-                       True, G)  # fmt: skip
+                       True, G, budget=budget)  # fmt: skip
     outs = []
-    for a in range(0, T, chunk):
-        b = min(T, a + chunk)
+    for a, b in pieces:
         view = layer.view(k[..., a:b, :], v[..., a:b, :], None, ctx.pad, G)
         n = max(0, view.k_loc.shape[-2] - window)
         s = scores[..., view.start : view.start + n].clone()
@@ -124,7 +138,8 @@ def test_selection_is_the_naive_per_query_top_g(window, sinks, G, chunk):
     got = torch.cat(outs, dim=1)  # [B, T, H, D]
     for h in range(Hkv):
         per_token = [None if j < sinks else float(scores[0, h, j]) for j in range(T)]
-        stores = reference_stores(per_token[sinks:], sinks, window, G, T)
+        G_h = G if budget is None else budget[h]
+        stores = reference_stores(per_token[sinks:], sinks, window, G_h, T)
         for t in range(T):
             keys = sorted(
                 {*range(min(sinks, t + 1)), *stores[t], *range(max(0, t - window + 1), t + 1)}

@@ -7,9 +7,7 @@ from tiny_models import decode_logits, make_ahn_model
 
 import ahn
 from ahn.config import POSITIONS, SHARES, store_budgets
-from ahn.integration.attention import LayerContext, store_attention
-from ahn.integration.cache import AHNLayer, Lossless
-from ahn.integration.store import Store, advance, advance_one, reference_stores
+from ahn.integration.store import Store, advance, advance_one
 
 TOL = dict(atol=5e-5, rtol=1e-4)
 # mistral-gqa: 2 layers x 3 KV heads
@@ -95,40 +93,6 @@ def test_shared_choices_store_the_same_tokens(share, ids):
     own = [sorted(s) for layer in alone(ids, use_cache=True).cache.layers
            for s in layer.store.slot[0].tolist()]  # fmt: skip
     assert own != slots  # each head's own choice differs on random weights
-
-
-@pytest.mark.parametrize("budget", [(3, 1), (0, 2), (2, 0), (3, 3)])
-def test_selection_is_the_naive_per_head_top_g(budget):
-    """Attention with per-head budgets against a per-query reference: each KV head's store the
-    naive top-G_h of its scores (with ties)."""
-    gen = torch.Generator().manual_seed(42)
-    B, Hkv, H, T, D, window, sinks = 1, 2, 4, 29, 8, 4, 2
-    G = max(budget)
-    q, k, v = (torch.randn(B, n, T, D, generator=gen) for n in (H, Hkv, Hkv))
-    scores = torch.randint(0, 4, (B, Hkv, T), generator=gen).float()  # many ties
-    layer = AHNLayer(Lossless(window, sinks, G))
-    ctx = LayerContext(None, layer, torch.zeros(B, dtype=torch.long), 0, window, sinks, None,
-                       True, G, budget=budget)  # fmt: skip
-    outs = []
-    for a, b in [(0, 11), *((t, t + 1) for t in range(11, T))]:  # prefill, then decode
-        view = layer.view(k[..., a:b, :], v[..., a:b, :], None, ctx.pad, G)
-        n = max(0, view.k_loc.shape[-2] - window)
-        s = scores[..., view.start : view.start + n].clone()
-        s[..., : max(0, sinks - view.start)] = -torch.inf
-        out, store = store_attention(q[..., a:b, :], None, view, ctx, D**-0.5, s if n else None)
-        layer.commit(view, b - a, None, store)
-        outs.append(out)
-    got = torch.cat(outs, dim=1)
-    for h in range(Hkv):
-        per_token = [None if j < sinks else float(scores[0, h, j]) for j in range(T)]
-        stores = reference_stores(per_token[sinks:], sinks, window, budget[h], T)
-        for t in range(T):
-            keys = sorted(
-                {*range(min(sinks, t + 1)), *stores[t], *range(max(0, t - window + 1), t + 1)}
-            )
-            for g in range(h * H // Hkv, (h + 1) * H // Hkv):
-                w = torch.softmax(q[0, g, t] @ k[0, h, keys].T * D**-0.5, -1)
-                torch.testing.assert_close(got[0, t, g], w @ v[0, h, keys], **TOL)
 
 
 def _entries(store: Store) -> list:
