@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 import ahn
 from ahn import atomic
-from ahn.config import load_profile, store_budgets
+from ahn.config import load_profile
 from ahn.eval import benchmarks, methods, metrics, nll, synthetic
 from ahn.eval.config import EvalConfig
 from ahn.integration.augment import runtime_of
@@ -330,6 +330,7 @@ def _run(model, tokenizer, config: EvalConfig, out: Path, path: Path, progress, 
     bar = tqdm(total=len(items) * len(config.methods), disable=not progress, desc="ahn eval")
     sizes = ahn.window(model, window=window, sinks=sinks, salient=salient, positions=positions)
     with sizes, path.open("a", encoding="utf-8") as f:
+        budgets = rt.lossless.budgets  # the store's G_lh this run reads with (None: uniform)
         for ident, job in items:
             for method in config.methods:
                 # the store changes "ahn" and "store" only: other keys keep earlier runs
@@ -353,11 +354,8 @@ def _run(model, tokenizer, config: EvalConfig, out: Path, path: Path, progress, 
     atomic.write_text(out / "results.md", report.markdown(results))
     if can_plot:
         report.plots(results, out)
-        profile = runtime_of(model).config.salient_heads
-        if profile is not None and salient and any(m in ("ahn", "store") for m in config.methods):
+        if budgets is not None and any(m in ("ahn", "store") for m in config.methods):
             from ahn.eval.heads import plot
 
-            budgets = store_budgets(profile, salient, runtime_of(model).windowed,
-                                    len(profile[0]), len(profile))  # fmt: skip
             plot([list(b) for b in budgets], out / "store_budgets.png", "store entries per head")
     return results
