@@ -249,15 +249,7 @@ def advance_one(store: Store, k_new, v_new, slot_new, score_new, ok_new, last_qu
     if m == 0:
         return never, never[..., :0], store
     cap = store.ok.new_full((Hkv,), G, dtype=torch.long) if budget is None else budget
-    full = store.ok.sum(-1) >= cap[None, :]  # [B, Hkv]
-    # the place the new token would take: the weakest entry (lowest score, the later slot on a
-    # tie), or an empty entry while the store is short of its budget
-    rank = torch.where(store.ok, store.score, float("inf"))
-    low = rank.min(-1, keepdim=True).values
-    later = torch.where(store.ok & (rank == low), store.slot, -NEVER)
-    place = torch.where(full, later.argmax(-1), (~store.ok).long().argmax(-1))  # [B, Hkv]
-    beats = score_new[..., 0] > low[..., 0]
-    enters = ok_new[..., 0] & (cap[None, :] > 0) & (~full | beats)  # [B, Hkv]
+    place, enters = _entering(store.ok, ~store.ok, store.score, store.slot, cap, score_new, ok_new)
     onehot = torch.nn.functional.one_hot(place, G).bool() & enters[..., None]  # [B, Hkv, G]
     put = lambda old, new: torch.where(onehot, new.expand_as(old), old)
     put_d = lambda old, new: torch.where(onehot[..., None], new.expand_as(old), old)
@@ -273,6 +265,21 @@ def advance_one(store: Store, k_new, v_new, slot_new, score_new, ok_new, last_qu
     return E_store, E_new, kept
 
 
+def _entering(ok, empty, score, slot, cap, score_new, ok_new):
+    """Where one new token goes among each KV head's entries and whether it enters: the first
+    `empty` entry while the head holds fewer than its `cap` [Hkv], else the weakest `ok` one
+    (lowest score, the later slot on a tie) if the token scores strictly higher (it is the
+    later token). ok, empty, score, slot: [B, Hkv, N]; score_new, ok_new: [B, Hkv, 1].
+    Returns (place [B, Hkv] an index into N, enters [B, Hkv] bool)."""
+    full = ok.sum(-1) >= cap  # [B, Hkv]
+    rank = torch.where(ok, score, float("inf"))
+    low = rank.min(-1, keepdim=True).values
+    later = torch.where(ok & (rank == low), slot, -NEVER)
+    place = torch.where(full, later.argmax(-1), empty.long().argmax(-1))
+    enters = ok_new[..., 0] & (cap > 0) & (~full | (score_new[..., 0] > low[..., 0]))
+    return place, enters
+
+
 def advance_one_packed(packed: Store, budget: tuple[int, ...], k_new, v_new, slot_new,
                        score_new, ok_new) -> Store:  # fmt: skip
     """`advance_one` on the cache's packed store ([B, 1, N, ...], `Store.pack`; `budget`: G_h
@@ -282,15 +289,8 @@ def advance_one_packed(packed: Store, budget: tuple[int, ...], k_new, v_new, slo
     B, _, N = packed.ok.shape
     mine = ownership(budget, str(packed.ok.device))  # [Hkv, N]
     cap = torch.tensor(budget, device=packed.ok.device)  # [Hkv]
-    ok = packed.ok & mine  # [B, Hkv, N]
-    full = ok.sum(-1) >= cap  # [B, Hkv]
-    rank = torch.where(ok, packed.score, float("inf"))
-    low = rank.min(-1, keepdim=True).values
-    later = torch.where(ok & (rank == low), packed.slot, -NEVER)
-    first_empty = (~packed.ok & mine).long().argmax(-1)
-    place = torch.where(full, later.argmax(-1), first_empty)  # [B, Hkv] an index into N
-    beats = score_new[..., 0] > low[..., 0]
-    enters = ok_new[..., 0] & (cap > 0) & (~full | beats)  # [B, Hkv]
+    place, enters = _entering(packed.ok & mine, ~packed.ok & mine, packed.score, packed.slot, cap,
+                              score_new, ok_new)  # fmt: skip  # place: an index into N
     onehot = torch.nn.functional.one_hot(place, N).bool() & enters[..., None]  # [B, Hkv, N]
     hit = onehot.any(1)  # [B, N]: the heads own disjoint entries, at most one writes each
     head = onehot.long().argmax(1)  # [B, N] the head that writes there
